@@ -1,0 +1,85 @@
+import { existsSync } from "node:fs";
+import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
+
+/** An acceptor credential: the service's keys, read from a keytab. */
+export interface GssCredential {
+  readonly __credential: never;
+}
+
+/** One GSS-API (Kerberos) security context, as the add-on in native/gssapi exposes it. */
+export interface GssContext {
+  /** Feeds the peer's token (none for the initiator's first call); returns the token to send (may be empty). */
+  step(token?: Buffer): Buffer;
+  readonly complete: boolean;
+  /** Client principal (acceptor side) or service principal (initiator side), once complete. */
+  readonly peerName: string | undefined;
+  readonly localName: string | undefined;
+  readonly flags: {
+    mutual: boolean;
+    integrity: boolean;
+    confidentiality: boolean;
+    replay: boolean;
+    sequence: boolean;
+  };
+  wrap(data: Buffer, confidential: boolean): Buffer;
+  /** `inOrder` false (datagrams) tolerates loss and reordering but still refuses replays. */
+  unwrap(token: Buffer, inOrder?: boolean): { data: Buffer; confidential: boolean };
+  /** The largest input whose wrapped token fits in `maxToken` bytes. */
+  wrapSizeLimit(maxToken: number, confidential: boolean): number;
+  dispose(): void;
+}
+
+export interface GssApi {
+  /** `principal` may omit the realm (the default realm is used); omitted, any key in the keytab is accepted. */
+  Credential: new (
+    keytab: string,
+    principal?: string,
+  ) => GssCredential;
+  /** Initiator: `target` is "service@host" or "service/host[@REALM]"; `ccache` overrides KRB5CCNAME. */
+  Context: new (
+    target: string | GssCredential,
+    ccache?: string,
+  ) => GssContext;
+}
+
+export const GSSAPI_NOT_BUILT =
+  "GSSAPI support is not built: apt-get install libkrb5-dev g++ make python3, then npm run build:gssapi";
+
+/** The add-on is not built (or cannot load); the message says how to build it. */
+export class GssapiUnavailableError extends Error {
+  override name = "GssapiUnavailableError";
+}
+
+const addonPath = fileURLToPath(
+  new URL("../../../native/gssapi/build/Release/ferry_gssapi.node", import.meta.url),
+);
+let loaded: GssApi | Error | undefined;
+
+/** Loads the add-on once; throws GssapiUnavailableError with a one-line how-to when it is missing. */
+export function loadGssapi(): GssApi {
+  if (loaded === undefined) {
+    try {
+      if (!existsSync(addonPath)) throw new GssapiUnavailableError(GSSAPI_NOT_BUILT);
+      loaded = createRequire(import.meta.url)(addonPath) as GssApi;
+    } catch (err) {
+      loaded =
+        err instanceof GssapiUnavailableError
+          ? err
+          : new GssapiUnavailableError(
+              `${GSSAPI_NOT_BUILT} (loading ${addonPath} failed: ${(err as Error).message})`,
+            );
+    }
+  }
+  if (loaded instanceof Error) throw loaded;
+  return loaded;
+}
+
+export function gssapiAvailable(): boolean {
+  try {
+    loadGssapi();
+    return true;
+  } catch {
+    return false;
+  }
+}

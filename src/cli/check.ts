@@ -1,0 +1,174 @@
+import { lookup } from "node:dns/promises";
+import { existsSync } from "node:fs";
+import { ConfigError, loadConfig } from "../config/load.js";
+import { parseHostPort } from "../config/units.js";
+import type { Decision, RequestQuery, RuleTrace } from "../policy/policy.js";
+import { policyIp } from "../policy/rules.js";
+import { withSelfGuard } from "../policy/self.js";
+import { addressOf, formatAddress } from "../protocol/address.js";
+import type { CommandName } from "../protocol/socks5.js";
+import { buildContext } from "../server/build-context.js";
+import { Limits } from "../server/limits.js";
+
+export interface CheckFlags {
+  config: string;
+  from?: string;
+  user?: string;
+  method?: string;
+  socksVersion?: string;
+  command?: string;
+  to?: string;
+  /** Addresses to check instead of resolving the name (repeatable). */
+  resolve?: string[];
+}
+
+/** Exit codes: 0 allowed (or valid), 1 denied, 2 the configuration or the question is wrong. */
+export const CheckExit = { ALLOW: 0, DENY: 1, INVALID: 2 } as const;
+
+const COMMANDS: CommandName[] = ["connect", "bind", "udp"];
+
+class UsageError extends Error {}
+
+export async function check(
+  flags: CheckFlags,
+  out: (line: string) => void = (l) => process.stdout.write(`${l}\n`),
+): Promise<number> {
+  let ctx: Awaited<ReturnType<typeof buildContext>>;
+  try {
+    const config = await loadConfig({ file: flags.config });
+    ctx = await buildContext(config);
+  } catch (err) {
+    // A bad file, a bad rule, an unreadable or malformed users file: all make the server refuse to start.
+    const message = err instanceof ConfigError ? err.message : `${flags.config}: ${(err as Error).message}`;
+    process.stderr.write(`ferry check: invalid configuration:\n${message}\n`);
+    return CheckExit.INVALID;
+  }
+  const config = ctx.config;
+  const nClients = config.clients?.length;
+  const nRules = config.rules?.length;
+  out(
+    `${flags.config}: valid (${nClients ?? "no"} client rules${nClients === undefined ? ": loopback clients only" : ""}, ` +
+      `${nRules ?? "no"} rules${nRules === undefined ? ": every destination" : ""}, ${ctx.users.size} users, ` +
+      `${Object.keys(config.groups).length} groups)`,
+  );
+  if (config.users && !existsSync(config.users)) {
+    out(`note: the users file ${config.users} does not exist yet, so no file user can log in`);
+  }
+  if (flags.to === undefined && flags.from === undefined) return CheckExit.ALLOW;
+
+  let query: RequestQuery;
+  try {
+    query = buildQuery(flags);
+  } catch (err) {
+    process.stderr.write(`ferry check: ${(err as Error).message}\n`);
+    return CheckExit.INVALID;
+  }
+  if (query.user !== undefined && !ctx.users.has(query.user)) {
+    out(`note: ${query.user} is not a configured user; the server would refuse that login before any rule`);
+  }
+  // Offline, the server's own sockets are the configured listen addresses.
+  const policy = withSelfGuard(ctx.policy, () => config.listen);
+
+  const client = policy.client(query.client, { explain: true });
+  out(`client ${query.client}: ${verdictText(client)}`);
+  printTrace(client, out);
+  if (client.verdict === "deny") return finish(client, out);
+
+  const who =
+    query.user !== undefined
+      ? `as ${query.user} (${query.method}, SOCKS${query.version})`
+      : `(${query.method}, SOCKS${query.version})`;
+  const decision = policy.request(query, { explain: true });
+  out(
+    `request ${query.command.toUpperCase()} ${formatAddress(query.target)} ${who}: ${verdictText(decision)}`,
+  );
+  printTrace(decision, out);
+  if (decision.verdict === "deny") return finish(decision, out);
+
+  let final = decision;
+  if (query.target.type === "domain" || decision.pending) {
+    const ips = flags.resolve?.length ? flags.resolve : await resolve(query.target.host, out);
+    if (ips === undefined) {
+      out(`deny: ${query.target.host} does not resolve; the server would answer host unreachable (0x04)`);
+      return CheckExit.DENY;
+    }
+    out(
+      `addresses of ${query.target.host}${flags.resolve?.length ? " (as given by --resolve)" : ""}: ${ips.join(", ")}`,
+    );
+    let firstAllowed: Decision | undefined;
+    let firstDenied: Decision | undefined;
+    for (const ip of ips) {
+      const d = policy.address(query, ip, { explain: true });
+      out(`  ${ip}: ${verdictText(d)}`);
+      printTrace(d, out, "    ");
+      if (d.verdict === "allow") firstAllowed ??= d;
+      else firstDenied ??= d;
+    }
+    if (!firstAllowed) {
+      out(`every address of ${query.target.host} is denied, so the request is (reply 0x02)`);
+      return finish(firstDenied!, out);
+    }
+    final = firstAllowed;
+  }
+  for (const l of Limits.describe(config, final)) out(`limit: ${l}`);
+  return finish(final, out);
+}
+
+function verdictText(d: Decision): string {
+  return `${d.verdict === "allow" ? "allowed" : "denied"} by ${d.rule}: ${d.reason}`;
+}
+
+function printTrace(d: Decision, out: (line: string) => void, indent = "  "): void {
+  for (const t of d.trace ?? []) out(`${indent}${traceLine(t)}`);
+}
+
+function traceLine(t: RuleTrace): string {
+  return `${t.rule} ${t.action}: ${t.outcome}: ${t.why}`;
+}
+
+function finish(d: Decision, out: (line: string) => void): number {
+  out(`${d.verdict.toUpperCase()} by ${d.rule}`);
+  return d.verdict === "allow" ? CheckExit.ALLOW : CheckExit.DENY;
+}
+
+function buildQuery(flags: CheckFlags): RequestQuery {
+  if (flags.from === undefined)
+    throw new UsageError("--from ADDR is required with --to (the client's address)");
+  if (flags.to === undefined)
+    throw new UsageError("--to HOST:PORT is required with --from (the destination)");
+  const client = policyIp(flags.from)?.toString();
+  if (!client) throw new UsageError(`--from ${flags.from} is not an IP address`);
+  const command = (flags.command ?? "connect").toLowerCase() as CommandName;
+  if (!COMMANDS.includes(command)) throw new UsageError(`--command must be one of ${COMMANDS.join(", ")}`);
+  const version = Number(flags.socksVersion ?? 5);
+  if (version !== 4 && version !== 5) throw new UsageError("--socks-version must be 4 or 5");
+  if (version === 4 && flags.user !== undefined) {
+    throw new UsageError("SOCKS4 cannot authenticate a user; leave out --user or use --socks-version 5");
+  }
+  if (flags.method !== undefined && !["none", "userpass", "gssapi"].includes(flags.method)) {
+    throw new UsageError("--method must be none, userpass or gssapi");
+  }
+  if (flags.method === "none" && flags.user !== undefined) {
+    throw new UsageError("--method none has no user; leave out --user or pick the method that authenticated");
+  }
+  const hp = parseHostPort(flags.to);
+  const q: RequestQuery = {
+    client,
+    method: flags.method ?? (flags.user !== undefined ? "userpass" : "none"),
+    version,
+    command,
+    target: addressOf(hp.host, hp.port),
+  };
+  if (flags.user !== undefined) q.user = flags.user;
+  return q;
+}
+
+async function resolve(host: string, out: (line: string) => void): Promise<string[] | undefined> {
+  try {
+    const all = await lookup(host, { all: true, verbatim: true });
+    return all.map((a) => a.address);
+  } catch (err) {
+    out(`cannot resolve ${host}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    return undefined;
+  }
+}

@@ -1,0 +1,121 @@
+import { ConfigError, loadConfig } from "../config/load.js";
+import type { FileConfig } from "../config/schema.js";
+import { createLogger } from "../observe/logger.js";
+import { logPolicy } from "../observe/policy-log.js";
+import { logSessions } from "../observe/session-log.js";
+import { formatAddress } from "../protocol/address.js";
+import { buildContext } from "../server/build-context.js";
+import { startControl } from "../server/control.js";
+import { Reloader } from "../server/reload.js";
+import { FerryServer, ListenError } from "../server/server.js";
+import { ServerState } from "../server/state.js";
+
+export interface ServeFlags {
+  config?: string;
+  listen?: string[];
+  user?: string[];
+  users?: string;
+  auth?: string[];
+  allowOpenProxy?: boolean;
+  logLevel?: string;
+  logFormat?: "json" | "pretty";
+  control?: string;
+}
+
+function parseInlineUser(spec: string): { name: string; password: string } {
+  const colon = spec.indexOf(":");
+  if (colon <= 0 || colon === spec.length - 1) {
+    throw new ConfigError(
+      `--user expects NAME:PASSWORD, got "${spec.slice(0, Math.max(colon, 0)) || spec.split(":")[0]}:…"`,
+    );
+  }
+  return { name: spec.slice(0, colon), password: spec.slice(colon + 1) };
+}
+
+export async function serve(flags: ServeFlags): Promise<number> {
+  let log = createLogger({ level: flags.logLevel, format: flags.logFormat });
+  let server: FerryServer;
+  let drainMs: number;
+  let reloader: Reloader;
+  let control: { close(): Promise<void> } | undefined;
+  try {
+    const overrides: Partial<FileConfig> = {
+      listen: flags.listen?.length ? flags.listen : undefined,
+      users: flags.users,
+      auth: flags.auth?.length ? (flags.auth.flatMap((a) => a.split(",")) as FileConfig["auth"]) : undefined,
+      allowOpenProxy: flags.allowOpenProxy || undefined,
+    };
+    const inlineUsers = (flags.user ?? []).map(parseInlineUser);
+    // The same sources are read again on every reload.
+    const load = () => loadConfig({ file: flags.config, overrides, inlineUsers });
+    const config = await load();
+    if (flags.logLevel === undefined || flags.logFormat === undefined) {
+      log = createLogger({
+        level: flags.logLevel ?? config.log.level,
+        format: flags.logFormat ?? config.log.format,
+      });
+    }
+    const state = new ServerState();
+    const context = await buildContext(config, state);
+    drainMs = config.timeouts.drain;
+    server = new FerryServer(context);
+    logSessions(server, log);
+    logPolicy(state, log);
+    reloader = new Reloader(server, load, state);
+    const where = (await server.listen()).map((b) => formatAddress(b));
+    log.info(
+      { listen: where, auth: context.methods.map((m) => m.name) },
+      `ferry listening on ${where.join(", ")}`,
+    );
+    const controlPath = flags.control ?? config.control;
+    if (controlPath) {
+      try {
+        control = await startControl(controlPath, { reload: () => reloadNow("ferry reload") });
+      } catch (err) {
+        await server.close(0);
+        throw new ListenError((err as Error).message);
+      }
+      log.info(
+        `control socket ${controlPath}: \`ferry reload --control ${controlPath}\` reloads the configuration`,
+      );
+    }
+  } catch (err) {
+    if (err instanceof ConfigError || err instanceof ListenError) {
+      process.stderr.write(`ferry: ${err.message}\n`);
+      return 1;
+    }
+    throw err;
+  }
+
+  async function reloadNow(why: string) {
+    log.info(`${why}: reloading the configuration`);
+    const result = await reloader.reload();
+    if (result.ok) log.info({ opened: result.opened, closed: result.closed }, result.message);
+    else log.error(result.message);
+    return result;
+  }
+
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = (signal: string): void => {
+      if (stopping) {
+        log.warn(`${signal} again: closing every session now`);
+        void server.close(0);
+        return;
+      }
+      stopping = true;
+      log.info({ sessions: server.activeSessions }, `${signal}: no longer accepting; draining live sessions`);
+      process.off("SIGHUP", onHup);
+      void control?.close();
+      void server.close(drainMs).then(() => {
+        log.info("stopped");
+        log.flush?.();
+        resolve(0);
+      });
+    };
+    const onHup = (): void => void reloadNow("SIGHUP");
+    process.on("SIGHUP", onHup);
+    process.on("SIGINT", () => stop("SIGINT"));
+    process.on("SIGTERM", () => stop("SIGTERM"));
+  });
+}

@@ -1,0 +1,120 @@
+import { z } from "zod";
+import { durationSchema as duration, via } from "./fields.js";
+import type { RouteTable } from "./routes.js";
+import { chainsSchema, externalSchema, resolveSchema, upstreamsSchema } from "./routes-schema.js";
+import { clientRulesSchema, groupsSchema, rateSchema, requestRulesSchema } from "./rules-schema.js";
+import { parseHostPort, parsePortRange } from "./units.js";
+
+const listenAddress = z.string().transform(via(parseHostPort));
+
+const portRange = z.string().transform(via(parsePortRange));
+
+export const authMethodSchema = z.enum(["none", "userpass", "gssapi"]);
+export type AuthMethodName = z.infer<typeof authMethodSchema>;
+
+/**
+ * The configuration file (YAML or JSON). Command-line flags are mapped onto the same object
+ * before validation, so the file and the flags can never disagree on meaning.
+ */
+export const configSchema = z.strictObject({
+  /** Where to accept SOCKS connections. */
+  listen: z.array(listenAddress).min(1).prefault(["127.0.0.1:1080"]),
+  /** Methods offered to SOCKS5 clients, in order of preference. Default: userpass when users exist, else none. */
+  auth: z.array(authMethodSchema).min(1).optional(),
+  /** An htpasswd file with bcrypt hashes. */
+  users: z.string().optional(),
+  /** GSS-API (Kerberos, RFC 1961): offered when auth lists gssapi. */
+  gssapi: z
+    .strictObject({
+      /** Keytab with the service key (relative to the configuration file). */
+      keytab: z.string().min(1),
+      /** Service principal, e.g. rcmd/proxy.example.com; without @REALM, the keytab's realm. Omitted: any key in the keytab. */
+      principal: z.string().min(1).optional(),
+      /** Protection levels accepted, most preferred first. */
+      protection: z
+        .array(z.enum(["confidentiality", "integrity", "none"]))
+        .min(1)
+        .default(["confidentiality", "integrity"]),
+    })
+    .optional(),
+  /** Required to listen on a non-loopback address without authentication. */
+  allowOpenProxy: z.boolean().default(false),
+  /** Ports for BIND listeners and UDP relay sockets, "LOW-HIGH". Default: the system picks. */
+  relayPorts: portRange.optional(),
+  log: z
+    .strictObject({
+      level: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).default("info"),
+      format: z.enum(["json", "pretty"]).optional(),
+    })
+    .prefault({}),
+  timeouts: z
+    .strictObject({
+      /** From accept until the request is read (greeting, authentication, request). */
+      handshake: duration.default(10_000),
+      /** Dialling the target. */
+      connect: duration.default(10_000),
+      /** A relay with no byte in either direction. */
+      idle: duration.default(300_000),
+      /** BIND: how long to wait for the peer's connection before a failure reply. */
+      bind: duration.default(120_000),
+      /** UDP fragment reassembly (RFC 1928 §7 requires at least 5 s). */
+      fragment: duration.refine((ms) => ms >= 5000, "must be at least 5s (RFC 1928 section 7)").default(5000),
+      /** On SIGINT/SIGTERM, how long live sessions may finish before they are cut. */
+      drain: duration.default(10_000),
+    })
+    .prefault({}),
+  /**
+   * One address per family that outbound connections, BIND listeners and UDP relays bind to and
+   * that BIND/UDP replies announce; one this host does not have (a NAT's public address) is
+   * announced only (docs/routes.md, docs/bind-udp.md).
+   */
+  external: externalSchema.optional(),
+  /** Address-family preference for names and literals dialled directly (docs/routes.md). */
+  resolve: resolveSchema.default("system"),
+  /** Named upstream proxies (docs/routes.md). */
+  upstreams: upstreamsSchema.default({}),
+  /** Named chains of upstreams; a hop may be a failover or round-robin group. */
+  chains: chainsSchema.default({}),
+  limits: z
+    .strictObject({
+      sessions: z.number().int().positive().default(1000),
+      sessionsPerClient: z.number().int().positive().default(64),
+      /** Sessions one authenticated user may have at once (default: no cap beyond the others). */
+      sessionsPerUser: z.number().int().positive().optional(),
+      bandwidth: z
+        .strictObject({
+          /** Bytes per second each direction, shared by all of one user's sessions: 10MiB/s. */
+          perUser: rateSchema.optional(),
+        })
+        .prefault({}),
+      /** UDP associations one client address may hold at once. */
+      associationsPerClient: z.number().int().positive().default(16),
+      /** Datagrams one association may have waiting (for a name lookup or the socket). */
+      udpQueue: z.number().int().positive().default(64),
+    })
+    .prefault({}),
+  /** Group name → user names, for `groups:` in rules (docs/policy.md). */
+  groups: groupsSchema.default({}),
+  /** Rules asked at accept, by client address. None: loopback clients only. First match wins. */
+  clients: clientRulesSchema.optional(),
+  /** Rules asked for every request. None: every destination. First match wins; no match denies. */
+  rules: requestRulesSchema.optional(),
+  /** A Unix socket for `ferry reload` (docs/policy.md); relative to the configuration file. */
+  control: z.string().min(1).optional(),
+});
+
+export type FileConfig = z.input<typeof configSchema>;
+export type Config = z.output<typeof configSchema> & {
+  /** Users given on the command line (--user NAME:PASSWORD); never read from a file. */
+  inlineUsers: { name: string; password: string }[];
+  /** Upstreams and chains with their credentials resolved, set by loadConfig (docs/routes.md). */
+  routes?: RouteTable;
+  /** Where the rules are written (file and 1-based lines), set by loadConfig for logs and `ferry check`. */
+  origin?: ConfigOrigin;
+};
+
+export interface ConfigOrigin {
+  file: string;
+  clients: number[];
+  rules: number[];
+}

@@ -1,0 +1,226 @@
+import { lookup as systemLookup } from "node:dns/promises";
+import net from "node:net";
+import { associate, type UdpAssociation } from "../client/associate.js";
+import { type BindResult, bind } from "../client/bind.js";
+import { type ClientOptions, establish } from "../client/chain.js";
+import { handOver } from "../client/connect.js";
+import { SocksError } from "../client/errors.js";
+import type { ProxyHop } from "../client/proxy.js";
+import type { Route, Upstream } from "../config/routes.js";
+import type { External } from "../config/routes-schema.js";
+import { addressOf, type SocksAddress } from "../protocol/address.js";
+import { Reply } from "../protocol/errors.js";
+import type { Dialed, Dialer, DialOptions } from "./dialer.js";
+import { DialError } from "./errors.js";
+import { orderAddresses, type Resolved, type ResolvePreference } from "./family.js";
+import type { HopPicker } from "./hop-picker.js";
+import { RoutingDialer } from "./routing.js";
+
+export interface ChainDialerOptions {
+  /** The first hop is dialled from the external address of its family. */
+  external?: External;
+  /** Family preference for names resolved here (the first hop's, and targets of socks4/socks5 last hops). */
+  resolve?: ResolvePreference;
+  lookup?: (host: string) => Promise<Resolved[]>;
+}
+
+const defaultLookup = (host: string): Promise<Resolved[]> =>
+  systemLookup(host, { all: true, verbatim: true });
+
+/**
+ * Reaches the target through a route of upstream proxies with the client library's chain
+ * (one codec, one handshake implementation for client and server). A hop group's members are
+ * tried in the picker's order; a member that fails is marked and the same dial goes on with the
+ * next. A failure the last hop reports for the target is the target's and is passed on.
+ */
+export class ChainDialer implements Dialer {
+  constructor(
+    readonly route: Route,
+    private readonly picker: HopPicker,
+    private readonly options: ChainDialerOptions = {},
+  ) {}
+
+  async dial(target: SocksAddress, options: DialOptions = {}): Promise<Dialed> {
+    const requested = await this.targetFor(target, options);
+    return this.through(options, async (hops, clientOptions) => {
+      const chain = await establish(hops, "connect", requested, clientOptions);
+      chain.settle();
+      return {
+        stream: handOver(chain.io),
+        local: { host: chain.bound.host, port: chain.bound.port },
+        remote: { host: requested.host, port: requested.port },
+      };
+    });
+  }
+
+  /**
+   * BIND on the last hop (which must speak SOCKS): resolves with the address the upstream listens
+   * on, which is what our own first reply announces, and the peer once it connects.
+   */
+  bind(peer: SocksAddress, options: DialOptions = {}): Promise<BindResult> {
+    return this.through(options, (hops, clientOptions) =>
+      bind(hops, { ...clientOptions, peer: { host: peer.host, port: peer.port } }),
+    );
+  }
+
+  /** A UDP association on the last hop (SOCKS5 only). */
+  associate(options: DialOptions = {}): Promise<UdpAssociation> {
+    return this.through(options, (hops, clientOptions) => associate(hops, clientOptions));
+  }
+
+  /**
+   * Runs `step` over one choice of members per hop; when an upstream is at fault it is marked,
+   * left out, and the step runs again with the next member. Bounded by the number of members.
+   */
+  private async through<T>(
+    options: DialOptions,
+    step: (hops: ProxyHop[], clientOptions: ClientOptions) => Promise<T>,
+  ): Promise<T> {
+    const excluded = new Set<string>();
+    const budget = this.route.hops.reduce((n, h) => n + h.members.length, 0);
+    let lastError: unknown;
+    for (let attempt = 0; attempt < budget; attempt++) {
+      const chosen: Upstream[] = [];
+      for (const hop of this.route.hops) {
+        const next = this.picker.candidates(hop).find((u) => !excluded.has(u.name));
+        if (!next) throw this.failure(lastError);
+        chosen.push(next);
+      }
+      try {
+        const hops = await Promise.all(chosen.map((u, i) => this.proxyHop(u, i === 0)));
+        const first = hops[0]!;
+        const result = await step(hops, {
+          timeout: options.timeoutMs ?? 0,
+          signal: options.signal,
+          allowHalfOpen: true,
+          localAddress: net.isIPv6(first.host) ? this.options.external?.ipv6 : this.options.external?.ipv4,
+        });
+        for (const u of chosen) this.picker.succeeded(u);
+        return result;
+      } catch (err) {
+        lastError = err;
+        const culprit = blame(err, chosen.length);
+        if (culprit === undefined) throw this.failure(err);
+        this.picker.failed(chosen[culprit]!, this.route.hops[culprit]!);
+        excluded.add(chosen[culprit]!.name);
+      }
+    }
+    throw this.failure(lastError);
+  }
+
+  /**
+   * What the last hop is asked for. Literals are checked against policy here; a name is resolved
+   * here (and checked) when the last hop would resolve it locally anyway (socks4, socks5), and is
+   * left to the upstream otherwise (socks4a, socks5h, http), where policy cannot see its address.
+   */
+  private async targetFor(target: SocksAddress, options: DialOptions): Promise<SocksAddress> {
+    const last = this.route.hops.at(-1)!.members;
+    const localDns = last.every((u) => u.protocol === "socks4" || u.protocol === "socks5");
+    if (target.type === "domain" && !localDns) return target;
+    let candidates: Resolved[];
+    if (target.type === "domain") {
+      try {
+        candidates = await (this.options.lookup ?? defaultLookup)(target.host);
+      } catch (err) {
+        throw new DialError(
+          `cannot resolve ${target.host}: ${(err as NodeJS.ErrnoException).code ?? err}`,
+          Reply.HOST_UNREACHABLE,
+        );
+      }
+      // SOCKS4 carries IPv4 only.
+      if (last.some((u) => u.protocol === "socks4")) candidates = candidates.filter((a) => a.family === 4);
+    } else {
+      candidates = [{ address: target.host, family: target.type === "ipv6" ? 6 : 4 }];
+    }
+    const ordered = orderAddresses(candidates, options.resolve ?? this.options.resolve ?? "system");
+    const allowed = options.allowAddress ? ordered.filter((a) => options.allowAddress!(a.address)) : ordered;
+    if (allowed.length === 0) {
+      throw ordered.length === 0
+        ? new DialError(`${target.host} has no address this route can carry`, Reply.HOST_UNREACHABLE)
+        : new DialError(`${target.host} resolves only to denied addresses`, Reply.NOT_ALLOWED);
+    }
+    return addressOf(allowed[0]!.address, target.port);
+  }
+
+  /** The client library's hop for an upstream; the first hop's name is resolved to pick the egress family. */
+  private async proxyHop(u: Upstream, first: boolean): Promise<ProxyHop> {
+    let host = u.host;
+    if (first && !net.isIP(host) && this.options.external) {
+      const found = orderAddresses(await (this.options.lookup ?? defaultLookup)(host), this.options.resolve);
+      if (found[0]) host = found[0].address;
+    }
+    return {
+      ...toProxyHop(u),
+      host,
+    };
+  }
+
+  failure(err: unknown): DialError {
+    const where = `route ${this.route.name}`;
+    if (err instanceof DialError) return err;
+    if (err instanceof SocksError) {
+      let reply: number = Reply.GENERAL_FAILURE;
+      if (err.stage === "timeout") reply = Reply.TTL_EXPIRED;
+      else if (err.stage === "request" && err.reply !== undefined && err.version === 5) reply = err.reply;
+      return new DialError(`${where}: ${err.message}`, reply, err.code);
+    }
+    return new DialError(
+      `${where}: ${(err as Error)?.message ?? "no upstream could be used"}`,
+      Reply.GENERAL_FAILURE,
+    );
+  }
+}
+
+export function toProxyHop(u: Upstream): ProxyHop {
+  const hop: ProxyHop = {
+    version: u.protocol === "socks4" || u.protocol === "socks4a" ? 4 : 5,
+    remoteDns: u.protocol !== "socks4" && u.protocol !== "socks5",
+    host: u.host,
+    port: u.port,
+    ...(u.protocol === "http" && { http: true }),
+  };
+  if (u.user !== undefined) hop.username = u.user;
+  if (u.password) hop.password = u.password.reveal();
+  return hop;
+}
+
+/**
+ * Which hop's member to mark as failed, or undefined when no upstream is at fault (the target
+ * refused, the client went away, or it is not a proxy error at all).
+ */
+export function blame(err: unknown, hops: number): number | undefined {
+  if (!(err instanceof SocksError)) return undefined;
+  switch (err.stage) {
+    case "aborted":
+    case "accept":
+      return undefined;
+    case "connect":
+    case "negotiate":
+    case "auth":
+    case "timeout":
+      return err.hop;
+    case "request": {
+      const last = err.hop === hops - 1;
+      // No reply at all (closed, malformed): the hop itself is broken.
+      if (err.reply === undefined) return err.hop;
+      if (last) return undefined;
+      // Refused by its rules: this hop will not carry us; otherwise the next proxy is unreachable.
+      const refused = err.version === 5 ? err.reply === Reply.NOT_ALLOWED : false;
+      return refused ? err.hop : err.hop + 1;
+    }
+  }
+}
+
+/**
+ * The upstream route a command goes through, or undefined for direct: BIND and UDP need the
+ * route itself, not only a dial. `dialer` is the context's (a RoutingDialer, or a ChainDialer
+ * standing in for one).
+ */
+export function upstreamRoute(dialer: Dialer, via: string | undefined): ChainDialer | undefined {
+  if (dialer instanceof ChainDialer) return dialer;
+  if (dialer instanceof RoutingDialer) {
+    const route = via && via !== "direct" ? dialer.routes.get(via) : undefined;
+    return route instanceof ChainDialer ? route : undefined;
+  }
+  return undefined;
+}

@@ -1,0 +1,23 @@
+import pino, { type Logger } from "pino";
+import pretty from "pino-pretty";
+
+export type { Logger };
+
+export interface LoggerOptions {
+  level?: string;
+  /** pretty for people at a terminal, json for machines; default: pretty on a TTY. */
+  format?: "json" | "pretty";
+}
+
+/** Logs go to stderr: stdout belongs to data (`ferry connect` relays through it). */
+export function createLogger(options: LoggerOptions = {}): Logger {
+  const format = options.format ?? (process.stderr.isTTY ? "pretty" : "json");
+  const base = { level: options.level ?? "info", base: undefined, redact: ["password", "*.password"] };
+  if (format === "pretty") {
+    return pino(
+      base,
+      pretty({ destination: 2, sync: true, ignore: "pid,hostname", translateTime: "SYS:HH:MM:ss.l" }),
+    );
+  }
+  return pino(base, pino.destination({ dest: 2, sync: false }));
+}

@@ -1,0 +1,38 @@
+import type { FerryServer } from "../server/server.js";
+import type { Logger } from "./logger.js";
+
+/** One line per session when it ends, and one per refused connection. */
+export function logSessions(server: FerryServer, log: Logger): void {
+  server.on("session", (r) => {
+    const ok = r.reply === 0 || r.reply === 90;
+    const line = {
+      session: r.id,
+      client: `${r.client.includes(":") ? `[${r.client}]` : r.client}:${r.clientPort}`,
+      protocol: r.protocol,
+      method: r.method,
+      user: r.user,
+      ident: r.ident,
+      command: r.command,
+      target: r.target,
+      remote: r.remote,
+      bound: r.bound,
+      reply: r.reply,
+      outcome: r.replyName ?? "no reply",
+      rule: r.rule,
+      bytesUp: r.bytesUp,
+      bytesDown: r.bytesDown,
+      peer: r.peer,
+      peersRefused: r.peersRefused,
+      datagramsUp: r.datagramsUp,
+      datagramsDown: r.datagramsDown,
+      datagramsDropped: r.datagramsDropped,
+      durationMs: r.durationMs,
+      reason: r.reason,
+    };
+    if (ok) log.info(line, "session closed");
+    else log.warn(line, r.reason ? `session failed: ${r.reason}` : "session failed");
+  });
+  server.on("refused", (r) => {
+    log.warn({ client: r.client, clientPort: r.clientPort }, `connection refused: ${r.reason}`);
+  });
+}

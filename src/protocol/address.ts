@@ -1,0 +1,114 @@
+import ipaddr from "ipaddr.js";
+import { ProtocolError, Reply } from "./errors.js";
+import { assertPort, readPort, writePort } from "./parse.js";
+
+export type AddressType = "ipv4" | "ipv6" | "domain";
+
+/** A SOCKS endpoint: an IPv4 or IPv6 literal, or a name the proxy resolves. */
+export interface SocksAddress {
+  type: AddressType;
+  /** Dotted quad, RFC 5952 IPv6 text (no brackets), or the domain name. */
+  host: string;
+  port: number;
+}
+
+export const Atyp = { IPV4: 0x01, DOMAIN: 0x03, IPV6: 0x04 } as const;
+
+const MAX_DOMAIN = 255;
+
+/** Classifies a host string the way a SOCKS5 request would carry it. */
+export function addressOf(host: string, port: number): SocksAddress {
+  assertPort(port);
+  const bare = host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
+  if (ipaddr.IPv4.isValidFourPartDecimal(bare)) return { type: "ipv4", host: bare, port };
+  if (ipaddr.IPv6.isValid(bare))
+    return { type: "ipv6", host: ipaddr.IPv6.parse(bare).toRFC5952String(), port };
+  return { type: "domain", host, port };
+}
+
+/** `host:port`, with IPv6 in brackets: the form logs and URLs use. */
+export function formatAddress(a: { host: string; port: number; type?: AddressType }): string {
+  const v6 = a.type ? a.type === "ipv6" : a.host.includes(":");
+  return v6 ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
+}
+
+/** Bytes of ATYP + ADDR + PORT as SOCKS5 requests, replies and UDP headers carry them. */
+export function encodeAddress(a: SocksAddress): Buffer {
+  assertPort(a.port);
+  switch (a.type) {
+    case "ipv4": {
+      const out = Buffer.alloc(7);
+      out[0] = Atyp.IPV4;
+      out.set(ipv4Bytes(a.host), 1);
+      writePort(out, 5, a.port);
+      return out;
+    }
+    case "ipv6": {
+      const out = Buffer.alloc(19);
+      out[0] = Atyp.IPV6;
+      out.set(ipaddr.IPv6.parse(a.host).toByteArray(), 1);
+      writePort(out, 17, a.port);
+      return out;
+    }
+    case "domain": {
+      const name = Buffer.from(a.host, "utf8");
+      if (name.length === 0 || name.length > MAX_DOMAIN) {
+        throw new RangeError(`domain name must be 1 to ${MAX_DOMAIN} bytes, got ${name.length}`);
+      }
+      const out = Buffer.alloc(2 + name.length + 2);
+      out[0] = Atyp.DOMAIN;
+      out[1] = name.length;
+      name.copy(out, 2);
+      writePort(out, 2 + name.length, a.port);
+      return out;
+    }
+  }
+}
+
+/** Parses ATYP + ADDR + PORT starting at `at`; returns the address and the offset after it. */
+export function parseAddress(
+  buf: Uint8Array,
+  at: number,
+): { address: SocksAddress; next: number } | undefined {
+  if (buf.length < at + 1) return undefined;
+  const atyp = buf[at]!;
+  switch (atyp) {
+    case Atyp.IPV4: {
+      if (buf.length < at + 7) return undefined;
+      const host = `${buf[at + 1]}.${buf[at + 2]}.${buf[at + 3]}.${buf[at + 4]}`;
+      return { address: { type: "ipv4", host, port: readPort(buf, at + 5) }, next: at + 7 };
+    }
+    case Atyp.IPV6: {
+      if (buf.length < at + 19) return undefined;
+      const host = ipv6Text(buf.subarray(at + 1, at + 17));
+      return { address: { type: "ipv6", host, port: readPort(buf, at + 17) }, next: at + 19 };
+    }
+    case Atyp.DOMAIN: {
+      if (buf.length < at + 2) return undefined;
+      const len = buf[at + 1]!;
+      if (len === 0) throw new ProtocolError("empty domain name", Reply.GENERAL_FAILURE);
+      if (buf.length < at + 2 + len + 2) return undefined;
+      const host = Buffer.from(buf.buffer, buf.byteOffset + at + 2, len).toString("utf8");
+      return { address: { type: "domain", host, port: readPort(buf, at + 2 + len) }, next: at + 4 + len };
+    }
+    default:
+      throw new ProtocolError(
+        `unknown address type 0x${atyp.toString(16)}`,
+        Reply.ADDRESS_TYPE_NOT_SUPPORTED,
+      );
+  }
+}
+
+export function ipv4Bytes(host: string): Uint8Array {
+  if (!ipaddr.IPv4.isValidFourPartDecimal(host)) throw new RangeError(`not an IPv4 address: ${host}`);
+  return Uint8Array.from(host.split(".").map(Number));
+}
+
+export function ipv6Text(bytes: Uint8Array): string {
+  return new ipaddr.IPv6(Array.from(bytes)).toRFC5952String();
+}
+
+/** The all-zero address of a family: what "no address" means in BIND and UDP requests. */
+export function isUnspecified(a: SocksAddress): boolean {
+  return (a.type === "ipv4" && a.host === "0.0.0.0") || (a.type === "ipv6" && a.host === "::");
+}

@@ -1,0 +1,59 @@
+import type { AuthMethod } from "../auth/method.js";
+import type { UserDatabase } from "../auth/users.js";
+import type { Config } from "../config/schema.js";
+import type { Dialer } from "../dial/dialer.js";
+import type { Policy } from "../policy/policy.js";
+import type { ServerState } from "./state.js";
+
+/**
+ * Everything a session needs, as one immutable snapshot. A reload builds a new snapshot; a
+ * session keeps the one it started with.
+ */
+export interface ServerContext {
+  config: Config;
+  users: UserDatabase;
+  /** Methods offered to SOCKS5 clients, most preferred first. */
+  methods: AuthMethod[];
+  policy: Policy;
+  dialer: Dialer;
+  /** Limits, login throttling and decision events; shared by every context across reloads. */
+  state: ServerState;
+}
+
+/** What one session did, emitted once when it ends: the source of the log line and the metrics. */
+export interface SessionRecord {
+  id: number;
+  client: string;
+  clientPort: number;
+  protocol?: "socks4" | "socks4a" | "socks5" | "http" | "unknown";
+  method?: string;
+  user?: string;
+  /** SOCKS4 USERID: what the client claims, not verified. */
+  ident?: string;
+  command?: string;
+  target?: string;
+  /** The address the target name resolved to and was connected to. */
+  remote?: string;
+  /** BND.ADDR:BND.PORT reported to the client. */
+  bound?: string;
+  /** Reply code sent (SOCKS5 REP or SOCKS4 CD), and its name. */
+  reply?: number;
+  replyName?: string;
+  rule?: string;
+  /** CONNECT and BIND: bytes relayed each way; UDP: payload bytes of the datagrams relayed. */
+  bytesUp: number;
+  bytesDown: number;
+  /** BIND: the peer that connected to the announced port. */
+  peer?: string;
+  /** BIND: connections turned away because they came from another address than the request named. */
+  peersRefused?: number;
+  /** UDP: datagrams relayed client → destinations, and destinations → client. */
+  datagramsUp?: number;
+  datagramsDown?: number;
+  /** UDP: datagrams not relayed, counted by reason. */
+  datagramsDropped?: Record<string, number>;
+  startedAt: number;
+  durationMs: number;
+  /** What ended the session, when it was not a clean close. */
+  reason?: string;
+}

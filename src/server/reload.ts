@@ -1,0 +1,68 @@
+import type { Config } from "../config/schema.js";
+import { formatAddress } from "../protocol/address.js";
+import { buildContext } from "./build-context.js";
+import type { FerryServer, ListeningAddress } from "./server.js";
+import type { ServerState } from "./state.js";
+
+export interface ReloadResult {
+  ok: boolean;
+  /** One line for the log and for `ferry reload`. */
+  message: string;
+  opened: ListeningAddress[];
+  closed: ListeningAddress[];
+}
+
+/**
+ * Re-reads the configuration and users and swaps them in as one step: rules, users, limits and
+ * listen addresses change together or not at all. Sessions already running keep the context
+ * they started with. Reloads are serialised.
+ */
+export class Reloader {
+  private chain: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly server: FerryServer,
+    private readonly load: () => Promise<Config>,
+    private readonly state: ServerState,
+  ) {}
+
+  reload(): Promise<ReloadResult> {
+    const next = this.chain.then(() => this.once());
+    this.chain = next.catch(() => {});
+    return next;
+  }
+
+  private async once(): Promise<ReloadResult> {
+    const refused = (err: unknown): ReloadResult => ({
+      ok: false,
+      message: `reload refused, the running configuration stays: ${(err as Error).message}`,
+      opened: [],
+      closed: [],
+    });
+    let prepared: Awaited<ReturnType<FerryServer["prepareListen"]>>;
+    let context: Awaited<ReturnType<typeof buildContext>>;
+    try {
+      const config = await this.load();
+      context = await buildContext(config, this.state);
+      prepared = await this.server.prepareListen(config.listen);
+    } catch (err) {
+      return refused(err);
+    }
+    this.server.update(context);
+    const closed = await prepared.commit();
+    const parts = [
+      `${context.config.rules?.length ?? "no"} rules`,
+      `${context.users.size} users`,
+      ...(prepared.opened.length
+        ? [`now also listening on ${prepared.opened.map(formatAddress).join(", ")}`]
+        : []),
+      ...(closed.length ? [`stopped listening on ${closed.map(formatAddress).join(", ")}`] : []),
+    ];
+    return {
+      ok: true,
+      message: `configuration reloaded: ${parts.join("; ")}`,
+      opened: prepared.opened,
+      closed,
+    };
+  }
+}

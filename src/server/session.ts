@@ -1,0 +1,128 @@
+import type { Socket } from "node:net";
+import { upstreamRoute } from "../dial/chain.js";
+import { StreamReader } from "../io/reader.js";
+import type { RequestQuery } from "../policy/policy.js";
+import { formatAddress } from "../protocol/address.js";
+import { Reply } from "../protocol/errors.js";
+import type { Parser } from "../protocol/parse.js";
+import { type Sniffed, sniffProtocol } from "../protocol/sniff.js";
+import { associateCommand } from "./associate.js";
+import { bindCommand } from "./bind.js";
+import { connectCommand } from "./connect.js";
+import type { ServerContext, SessionRecord } from "./context.js";
+import { decisionEvent } from "./decision-event.js";
+import { type Handshake, SessionEnd, socks4Handshake, socks5Handshake } from "./handshake.js";
+import { rejectHttp } from "./http-reject.js";
+import { associateViaUpstream, bindViaUpstream } from "./upstream-commands.js";
+
+/** Peeks at the first bytes without consuming them. */
+const sniff: Parser<Sniffed> = (buf) => {
+  const value = sniffProtocol(buf);
+  return value && { value, consumed: 0 };
+};
+
+/**
+ * The abort reason when the client goes away. Made once: abort() without a reason builds a
+ * DOMException with a stack trace for every session, a measurable share of a short session's cost.
+ */
+const CLIENT_GONE = new Error("the client closed the connection");
+
+/**
+ * One client connection from accept to close, top to bottom: sniff, handshake, policy, command.
+ * Never throws: whatever happens ends up in `record`.
+ */
+export async function runSession(socket: Socket, ctx: ServerContext, record: SessionRecord): Promise<void> {
+  const aborter = new AbortController();
+  socket.on("close", () => aborter.abort(CLIENT_GONE));
+  // Errors surface through the reader and the relay; this keeps a late one from crashing us.
+  socket.on("error", () => {});
+  const reader = new StreamReader(socket);
+  // 0 means no limit, as it does for the connect and idle timeouts.
+  const handshakeMs = ctx.config.timeouts.handshake;
+  const handshakeTimer =
+    handshakeMs > 0
+      ? setTimeout(() => {
+          record.reason = `handshake not finished within ${handshakeMs} ms`;
+          socket.destroy();
+        }, handshakeMs)
+      : undefined;
+  try {
+    const sniffed = await reader.read(sniff);
+    let hs: Handshake;
+    switch (sniffed.kind) {
+      case "socks5":
+        hs = await socks5Handshake(socket, reader, ctx, record);
+        break;
+      case "socks4":
+        hs = await socks4Handshake(socket, reader, ctx, record);
+        break;
+      case "http":
+        record.protocol = "http";
+        record.reason = `HTTP ${sniffed.method} request on the SOCKS port; answered 400`;
+        rejectHttp(socket);
+        return;
+      default:
+        record.protocol = "unknown";
+        record.reason = `unsupported protocol version ${sniffed.first} from ${record.client}`;
+        socket.destroy();
+        return;
+    }
+    clearTimeout(handshakeTimer);
+    await runCommand(hs, ctx, record, aborter.signal, socket);
+  } catch (err) {
+    if (!record.reason) record.reason = err instanceof SessionEnd ? err.message : `${(err as Error).message}`;
+    if (!(err instanceof SessionEnd)) socket.destroy();
+  } finally {
+    clearTimeout(handshakeTimer);
+  }
+}
+
+async function runCommand(
+  hs: Handshake,
+  ctx: ServerContext,
+  record: SessionRecord,
+  signal: AbortSignal,
+  socket: Socket,
+): Promise<void> {
+  record.command = hs.command;
+  record.target = formatAddress(hs.target);
+  const query: RequestQuery = {
+    client: record.client,
+    user: record.user,
+    method: record.method ?? "none",
+    version: hs.replier.version,
+    command: hs.command,
+    target: hs.target,
+  };
+  const decision = ctx.policy.request(query);
+  record.rule = decision.rule;
+  if (decision.log) ctx.state.emit("decision", decisionEvent("request", record, decision));
+  if (decision.verdict === "deny") {
+    record.reason = `denied by rule ${decision.rule}: ${decision.reason}`;
+    hs.replier.failure(Reply.NOT_ALLOWED);
+    return;
+  }
+  const lease = ctx.state.limits.acquire(ctx.config, query, decision);
+  if (lease && "refused" in lease) {
+    record.reason = `refused: ${lease.refused}`;
+    hs.replier.failure(Reply.NOT_ALLOWED);
+    return;
+  }
+  if (lease?.throttle) hs.throttle = lease.throttle;
+  // BIND and UDP through an upstream need the route itself, not only a dial (docs/routes.md).
+  const upstream = hs.command === "connect" ? undefined : upstreamRoute(ctx.dialer, decision.route);
+  try {
+    switch (hs.command) {
+      case "connect":
+        return await connectCommand(hs, query, ctx, record, signal, decision);
+      case "bind":
+        if (upstream) return await bindViaUpstream(hs, ctx, record, upstream, signal);
+        return await bindCommand(hs, query, ctx, record, socket);
+      case "udp":
+        if (upstream) return await associateViaUpstream(hs, query, ctx, record, socket, upstream, signal);
+        return await associateCommand(hs, query, ctx, record, socket);
+    }
+  } finally {
+    lease?.release();
+  }
+}

@@ -1,0 +1,287 @@
+import assert from "node:assert/strict";
+import { once } from "node:events";
+import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { encodeGreeting, parseMethodSelection } from "../../src/protocol/socks5.js";
+import { encodeUserPassRequest, parseUserPassReply } from "../../src/protocol/userpass.js";
+import { FERRY_BIN, spawnFerry } from "../helpers/ferry-process.js";
+import { sleep, startEchoServer, waitFor, within } from "../helpers/net.js";
+import { run } from "../helpers/process.js";
+import { assertEchoThrough, socks5Connect, TestClient } from "../helpers/socks.js";
+
+const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
+
+/** `node bin/ferry ARGS` to completion, killed after 15 s. */
+async function runFerry(args: string[], { input }: { input?: string } = {}) {
+  const r = await run(process.execPath, [FERRY_BIN, ...args], { input, cwd: ROOT, timeoutMs: 15_000 });
+  return { code: r.code, stdout: r.stdout.toString("utf8"), stderr: r.stderr };
+}
+
+/** Holds a loopback port for the duration of a test. */
+async function occupyPort(): Promise<{ port: number; close: () => Promise<void> }> {
+  const server = net.createServer().listen(0, "127.0.0.1");
+  await once(server, "listening");
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    close: () => new Promise<void>((r) => server.close(() => r())),
+  };
+}
+
+let dir: string;
+before(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), "ferry-cli-"));
+});
+after(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe("ferry --version and --help", () => {
+  test("--version prints the package version", async () => {
+    const pkg = JSON.parse(await readFile(path.join(ROOT, "package.json"), "utf8")) as { version: string };
+    const r = await runFerry(["--version"]);
+    assert.equal(r.code, 0);
+    assert.equal(r.stdout.trim(), pkg.version);
+  });
+
+  test("--help lists the commands; serve --help lists its flags", async () => {
+    const top = await runFerry(["--help"]);
+    assert.equal(top.code, 0);
+    assert.match(top.stdout, /Usage: ferry/);
+    assert.match(top.stdout, /serve/);
+    assert.match(top.stdout, /users/);
+    const serve = await runFerry(["serve", "--help"]);
+    assert.equal(serve.code, 0);
+    for (const flag of [
+      "--listen",
+      "--config",
+      "--user",
+      "--users",
+      "--log-level",
+      "--log-format",
+      "--allow-open-proxy",
+    ]) {
+      assert.ok(serve.stdout.includes(flag), `serve --help mentions ${flag}`);
+    }
+  });
+});
+
+describe("ferry serve refuses to start, with one clear line", () => {
+  test("a port already in use exits 1 naming the address, the cause and a hint", async () => {
+    const held = await occupyPort();
+    try {
+      const r = await runFerry(["serve", "--listen", `127.0.0.1:${held.port}`]);
+      assert.equal(r.code, 1);
+      const lines = r.stderr.trim().split("\n");
+      assert.equal(lines.length, 1, r.stderr);
+      assert.match(lines[0]!, new RegExp(`127\\.0\\.0\\.1:${held.port}: address already in use`));
+      assert.match(
+        lines[0]!,
+        new RegExp(`--listen 127\\.0\\.0\\.1:${held.port + 1}`),
+        "the hint names a free-port flag",
+      );
+    } finally {
+      await held.close();
+    }
+  });
+
+  // The open-proxy check runs before listening; holding the port on 127.0.0.1 makes sure that even
+  // when the check passes, nothing ever accepts connections on a non-loopback address here.
+  test("0.0.0.0 without authentication is refused unless --allow-open-proxy", async () => {
+    const held = await occupyPort();
+    try {
+      const open = await runFerry(["serve", "--listen", `0.0.0.0:${held.port}`]);
+      assert.equal(open.code, 1);
+      assert.match(
+        open.stderr,
+        new RegExp(`refusing to listen on 0\\.0\\.0\\.0:${held.port} without authentication`),
+      );
+      assert.match(open.stderr, /--allow-open-proxy/);
+      assert.match(open.stderr, /--user NAME:PASSWORD/);
+      assert.equal(open.stderr.trim().split("\n").length, 1);
+
+      const allowed = await runFerry(["serve", "--listen", `0.0.0.0:${held.port}`, "--allow-open-proxy"]);
+      assert.equal(allowed.code, 1);
+      assert.doesNotMatch(allowed.stderr, /refusing/);
+      assert.match(allowed.stderr, /address already in use/, "got past the check, to the listen");
+
+      const withAuth = await runFerry(["serve", "--listen", `0.0.0.0:${held.port}`, "--user", "u:p"]);
+      assert.doesNotMatch(withAuth.stderr, /refusing/);
+      assert.match(withAuth.stderr, /address already in use/);
+    } finally {
+      await held.close();
+    }
+  });
+
+  test("bad flags are refused the same way as a bad file, naming the flag's key", async () => {
+    const listen = await runFerry(["serve", "--listen", "bogus"]);
+    assert.equal(listen.code, 1);
+    assert.match(
+      listen.stderr,
+      /^ferry: command line: listen\.0: "bogus" is not HOST:PORT; write it like 127\.0\.0\.1:1080/,
+    );
+    const noUsers = await runFerry(["serve", "--listen", "127.0.0.1:0", "--auth", "userpass"]);
+    assert.equal(noUsers.code, 1);
+    assert.match(noUsers.stderr, /userpass is offered but no users are configured/);
+    const badUser = await runFerry(["serve", "--listen", "127.0.0.1:0", "--user", "nopassword"]);
+    assert.equal(badUser.code, 1);
+    assert.match(badUser.stderr, /--user expects NAME:PASSWORD/);
+  });
+
+  const badConfigs = [
+    {
+      name: "an unknown key gets a did-you-mean",
+      yaml: "listne:\n  - 127.0.0.1:0\n",
+      expect: [/listne: unknown key \(did you mean "listen"\?\)/],
+    },
+    {
+      name: "an unknown nested key gets a did-you-mean",
+      yaml: "timeouts:\n  idel: 5s\n",
+      expect: [/:2: timeouts\.idel: unknown key \(did you mean "idle"\?\)/],
+    },
+    {
+      name: "a bad duration names the key and the reason",
+      yaml: "timeouts:\n  idle: soon\n",
+      expect: [/timeouts\.idle: "soon" is not a duration; write it like 500ms/],
+    },
+    {
+      name: "a bad limit names the key",
+      yaml: "limits:\n  sessions: -3\n",
+      expect: [/limits\.sessions: /],
+    },
+    {
+      name: "a bad listen address names the key and the form",
+      yaml: "listen: [localhost]\n",
+      expect: [/listen\.0: "localhost" is not HOST:PORT/],
+    },
+    {
+      name: "YAML that does not parse",
+      yaml: "listen: [127.0.0.1:0\n",
+      expect: [/not valid YAML or JSON/],
+    },
+  ];
+  for (const c of badConfigs) {
+    test(`invalid config file: ${c.name}; exits 1 naming the file`, async () => {
+      const file = path.join(dir, `bad-${badConfigs.indexOf(c)}.yaml`);
+      await writeFile(file, c.yaml);
+      const r = await runFerry(["serve", "--config", file]);
+      assert.equal(r.code, 1);
+      // FILE: or FILE:LINE: (the line of the offending key, when it can be found).
+      assert.ok(
+        new RegExp(`^ferry: ${file.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}(:\\d+)?: `).test(r.stderr),
+        r.stderr,
+      );
+      for (const e of c.expect) assert.match(r.stderr, e);
+    });
+  }
+});
+
+describe("ferry users add", () => {
+  test("writes a bcrypt htpasswd line from stdin that serve --users then accepts", async () => {
+    const file = path.join(dir, "users");
+    const add = await runFerry(["users", "add", file, "dave", "--cost", "4"], { input: "s3cret pass\n" });
+    assert.equal(add.code, 0, add.stderr);
+    assert.match(add.stderr, /added dave/);
+    const text = await readFile(file, "utf8");
+    assert.match(text, /^dave:\$2[aby]\$04\$[./A-Za-z0-9]{53}\n$/);
+    assert.ok(!text.includes("s3cret"));
+    assert.equal((await stat(file)).mode & 0o777, 0o600, "the users file is private");
+    const list = await runFerry(["users", "list", file]);
+    assert.equal(list.stdout, "dave\n");
+
+    const echo = await startEchoServer();
+    const ferry = await spawnFerry({ args: ["--users", file] });
+    try {
+      await assertEchoThrough(ferry.port, echo.port, { user: "dave", password: "s3cret pass" });
+      const c = await TestClient.connect(ferry.port);
+      c.write(encodeGreeting({ methods: [2] }));
+      assert.equal(await c.read(parseMethodSelection), 2);
+      c.write(encodeUserPassRequest({ username: "dave", password: "s3cret" }));
+      assert.equal((await c.read(parseUserPassReply, 5000)).status, 1);
+      c.destroy();
+    } finally {
+      await ferry.stop();
+      await echo.close();
+    }
+  });
+
+  test("an empty password on stdin is refused and nothing is written", async () => {
+    const file = path.join(dir, "empty-users");
+    const r = await runFerry(["users", "add", file, "erin"], { input: "\n" });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /password must be 1 to 255 bytes/);
+    await assert.rejects(stat(file), { code: "ENOENT" });
+  });
+});
+
+describe("SIGTERM", () => {
+  test("drains: a live session keeps flowing, new connections are refused, exit 0 after it ends", async () => {
+    const echo = await startEchoServer();
+    const ferry = await spawnFerry();
+    let exited: unknown;
+    void ferry.exited.then((e) => {
+      exited = e;
+    });
+    let client: TestClient | undefined;
+    try {
+      const s = await socks5Connect(ferry.port, { type: "ipv4", host: "127.0.0.1", port: echo.port });
+      client = s.client;
+      assert.equal(s.reply.reply, 0);
+      process.kill(ferry.pid, "SIGTERM"); // `timeout` passes it on to ferry
+      await waitFor(() => /draining live sessions/.test(ferry.output()), 5000, "the drain to start");
+      await assert.rejects(TestClient.connect(ferry.port), { code: "ECONNREFUSED" });
+      for (let i = 0; i < 5; i++) {
+        const probe = Buffer.from(`during the drain ${i}`);
+        client.write(probe);
+        assert.deepEqual(await client.readBytes(probe.length), probe);
+        await sleep(100);
+      }
+      assert.equal(exited, undefined, "still running while a session is live");
+      client.socket.end();
+      const exit = await within(ferry.exited, 5000, "the exit after the last session");
+      assert.equal(exit.code, 0, ferry.output());
+      await waitFor(() => /"msg":"stopped"/.test(ferry.output()), 2000, "the last log line");
+      const session = ferry.sessions()[0];
+      assert.equal(session?.outcome, "succeeded");
+      assert.equal(session?.reason, undefined, "the session ended on its own, it was not cut");
+    } finally {
+      client?.destroy();
+      await ferry.stop();
+      await echo.close();
+    }
+  });
+
+  test("SIGINT too: the drain deadline cuts sessions that do not end, and the exit is still 0", async () => {
+    const config = path.join(dir, "drain.yaml");
+    await writeFile(config, "timeouts:\n  drain: 500ms\n");
+    const echo = await startEchoServer();
+    const ferry = await spawnFerry({ args: ["--config", config] });
+    let client: TestClient | undefined;
+    try {
+      const s = await socks5Connect(ferry.port, { type: "ipv4", host: "127.0.0.1", port: echo.port });
+      client = s.client;
+      const started = Date.now();
+      process.kill(ferry.pid, "SIGINT"); // `timeout` passes it on to ferry
+      await client.waitClosed(5000);
+      const took = Date.now() - started;
+      assert.ok(took >= 400, `cut after ${took} ms, not before the deadline`);
+      const exit = await within(ferry.exited, 5000, "the exit");
+      assert.equal(exit.code, 0);
+      await waitFor(() => /"msg":"stopped"/.test(ferry.output()), 2000, "the last log line");
+      assert.match(ferry.output(), /SIGINT: no longer accepting/);
+      const session = ferry.sessions()[0];
+      assert.match(
+        String(session?.reason),
+        /client closed abruptly|client error/,
+        "the cut session is logged",
+      );
+    } finally {
+      client?.destroy();
+      await ferry.stop();
+      await echo.close();
+    }
+  });
+});

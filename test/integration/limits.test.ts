@@ -1,0 +1,188 @@
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { encodeGreeting, parseMethodSelection } from "../../src/protocol/socks5.js";
+import { startFerry } from "../helpers/ferry.js";
+import { sleep, startEchoServer, waitFor } from "../helpers/net.js";
+import { assertEchoThrough, recordFor, socks5Connect, TestClient } from "../helpers/socks.js";
+
+/** Opens a connection and proves it was accepted: a greeting gets a method selection. */
+async function accepted(port: number, localAddress: string): Promise<TestClient> {
+  const c = await TestClient.connect(port, "127.0.0.1", localAddress);
+  c.write(encodeGreeting({ methods: [0] }));
+  assert.equal(await c.read(parseMethodSelection), 0, `a session from ${localAddress} is accepted`);
+  return c;
+}
+
+/** Opens a connection and proves it was refused: closed without a byte. */
+async function refused(port: number, localAddress: string): Promise<void> {
+  const c = await TestClient.connect(port, "127.0.0.1", localAddress);
+  try {
+    c.write(encodeGreeting({ methods: [0] }));
+    const { data, ended } = await c.readToEnd(2000);
+    assert.equal(data.length, 0, "a refused connection gets no reply");
+    assert.ok(ended, `a connection from ${localAddress} beyond the limit is closed`);
+  } finally {
+    c.destroy();
+  }
+}
+
+describe("timeouts", () => {
+  test("a silent client is closed when the handshake timeout expires", async () => {
+    const ferry = await startFerry({ timeouts: { handshake: "300ms" } });
+    try {
+      const silent = await TestClient.connect(ferry.port);
+      const partial = await TestClient.connect(ferry.port);
+      const started = Date.now();
+      partial.write(Buffer.from([5, 2, 0])); // a greeting that never finishes
+      await silent.waitClosed(2000);
+      await partial.waitClosed(2000);
+      const took = Date.now() - started;
+      assert.ok(took >= 250 && took < 1500, `closed after ${took} ms`);
+      for (const c of [silent, partial]) {
+        const r = await recordFor(ferry, c.localPort);
+        assert.equal(r.reason, "handshake not finished within 300 ms");
+        c.destroy();
+      }
+    } finally {
+      await ferry.close();
+    }
+  });
+
+  test("the handshake timeout does not cut a session that finished its handshake", async () => {
+    const echo = await startEchoServer();
+    const ferry = await startFerry({ timeouts: { handshake: "300ms" } });
+    try {
+      const { client, reply } = await socks5Connect(ferry.port, {
+        type: "ipv4",
+        host: "127.0.0.1",
+        port: echo.port,
+      });
+      assert.equal(reply.reply, 0);
+      await sleep(600);
+      client.write("late");
+      assert.equal((await client.readBytes(4)).toString(), "late");
+      client.destroy();
+    } finally {
+      await ferry.close();
+      await echo.close();
+    }
+  });
+
+  test("timeouts of 0 mean no timeout, as for idle and connect: handshake: 0 does not cut every client", async () => {
+    const echo = await startEchoServer();
+    const ferry = await startFerry({ timeouts: { handshake: 0, idle: 0, connect: 0 } });
+    try {
+      const c = await TestClient.connect(ferry.port);
+      await sleep(150);
+      c.write(encodeGreeting({ methods: [0] }));
+      assert.equal(await c.read(parseMethodSelection), 0);
+      c.destroy();
+      await assertEchoThrough(ferry.port, echo.port);
+    } finally {
+      await ferry.close();
+      await echo.close();
+    }
+  });
+
+  test("an idle relay is closed after the idle timeout; traffic keeps it open", async () => {
+    const echo = await startEchoServer();
+    const ferry = await startFerry({ timeouts: { idle: "400ms" } });
+    try {
+      const { client, reply } = await socks5Connect(ferry.port, {
+        type: "ipv4",
+        host: "127.0.0.1",
+        port: echo.port,
+      });
+      assert.equal(reply.reply, 0);
+      // Busy for twice the idle period: one byte every 100 ms keeps it alive.
+      for (let i = 0; i < 8; i++) {
+        client.write("x");
+        assert.equal((await client.readBytes(1)).toString(), "x");
+        await sleep(100);
+      }
+      assert.ok(!client.closed && !client.ended, "a busy relay stays open");
+      const quiet = Date.now();
+      await client.waitClosed(2000);
+      const took = Date.now() - quiet;
+      // `quiet` starts 100 ms after the last byte (the loop's final sleep), so the close is due
+      // about 300 ms later; timers may fire a millisecond early, hence the margin.
+      assert.ok(took >= 250 && took < 1500, `closed ${took} ms after the last byte`);
+      const r = await recordFor(ferry, client.localPort);
+      assert.equal(r.reason, "idle for 400 ms");
+      assert.equal(r.bytesUp, 8);
+      assert.equal(r.bytesDown, 8);
+      client.destroy();
+    } finally {
+      await ferry.close();
+      await echo.close();
+    }
+  });
+});
+
+describe("limits", () => {
+  test("sessionsPerClient and sessions refuse extra connections, and free slots are reused", async () => {
+    const ferry = await startFerry({ limits: { sessions: 3, sessionsPerClient: 2 } });
+    const open: TestClient[] = [];
+    try {
+      // 127.0.0.2 is a second loopback client address, so the per-client and total limits differ.
+      open.push(await accepted(ferry.port, "127.0.0.1"), await accepted(ferry.port, "127.0.0.1"));
+      await refused(ferry.port, "127.0.0.1");
+      assert.match(ferry.refused.at(-1)!, /session limit for 127\.0\.0\.1 reached \(2\)/);
+      open.push(await accepted(ferry.port, "127.0.0.2"));
+      await refused(ferry.port, "127.0.0.2");
+      assert.match(ferry.refused.at(-1)!, /session limit reached \(3 in total\)/);
+      // Closing one frees its slot.
+      open.shift()!.destroy();
+      await waitFor(() => ferry.server.activeSessions === 2, 2000, "the slot to be freed");
+      open.push(await accepted(ferry.port, "127.0.0.1"));
+      assert.equal(ferry.refused.length, 2);
+    } finally {
+      for (const c of open) c.destroy();
+      await ferry.close();
+    }
+  });
+});
+
+describe("other protocols on the SOCKS port", () => {
+  test("an HTTP client gets an HTTP/1.1 400 whose body explains, then a close", async () => {
+    const echo = await startEchoServer();
+    const ferry = await startFerry();
+    try {
+      const c = await TestClient.connect(ferry.port);
+      c.write("GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n");
+      const { data, ended } = await c.readToEnd(2000);
+      c.destroy();
+      assert.ok(ended);
+      const text = data.toString("utf8");
+      const [head, body] = text.split("\r\n\r\n");
+      assert.match(head!, /^HTTP\/1\.1 400 Bad Request\r\n/);
+      assert.match(head!, /\r\nConnection: close/);
+      assert.equal(Number(/Content-Length: (\d+)/.exec(head!)?.[1]), Buffer.byteLength(body!));
+      assert.match(body!, /SOCKS proxy, not an HTTP proxy/);
+      assert.ok(
+        body!.includes(`socks5h://127.0.0.1:${ferry.port}`),
+        "the body says how to point a client here",
+      );
+      const r = await recordFor(ferry, c.localPort);
+      assert.equal(r.protocol, "http");
+      assert.match(r.reason!, /HTTP GET request on the SOCKS port/);
+      await assertEchoThrough(ferry.port, echo.port);
+    } finally {
+      await ferry.close();
+      await echo.close();
+    }
+  });
+
+  test("an HTTP CONNECT request (a client set up for an HTTP proxy) gets the 400 too", async () => {
+    const ferry = await startFerry();
+    try {
+      const c = await TestClient.connect(ferry.port);
+      c.write("CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n");
+      const { data } = await c.readToEnd(2000);
+      c.destroy();
+      assert.match(data.toString(), /^HTTP\/1\.1 400 /);
+    } finally {
+      await ferry.close();
+    }
+  });
+});

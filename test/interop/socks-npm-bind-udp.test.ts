@@ -1,0 +1,118 @@
+import assert from "node:assert/strict";
+import { once } from "node:events";
+import net from "node:net";
+import { test } from "node:test";
+import { SocksClient, type SocksClientOptions, type SocksRemoteHost } from "socks";
+import { type RunningFerry, startFerry } from "../helpers/ferry.js";
+import { sha256, waitFor } from "../helpers/net.js";
+import { sendTo, startUdpEcho, udpClient } from "../helpers/udp.js";
+
+// SocksClient.createConnection accepts only CONNECT; BIND and ASSOCIATE use the event API its
+// README shows ('bound', then 'established').
+
+async function withFerry(fn: (f: RunningFerry) => Promise<void>): Promise<void> {
+  const ferry = await startFerry({});
+  try {
+    await fn(ferry);
+  } finally {
+    await ferry.close();
+  }
+}
+
+for (const type of [4, 5] as const) {
+  test(`the socks package BINDs over SOCKS${type}: a peer connects to the announced address, data flows both ways`, async () => {
+    await withFerry(async (ferry) => {
+      const client = new SocksClient({
+        proxy: { host: "127.0.0.1", port: ferry.port, type },
+        command: "bind",
+        destination: { host: "0.0.0.0", port: 0 },
+        timeout: 5000,
+      } as SocksClientOptions);
+      const bound = new Promise<SocksRemoteHost>((resolve, reject) => {
+        client.once("bound", (info) => resolve(info.remoteHost!));
+        client.once("error", reject);
+      });
+      const established = new Promise<{ socket: net.Socket; remoteHost?: SocksRemoteHost }>(
+        (resolve, reject) => {
+          client.once("established", resolve);
+          client.once("error", reject);
+        },
+      );
+      client.connect();
+      const where = await bound;
+      assert.equal(where.host, "127.0.0.1");
+      const peer = net.connect({ host: where.host, port: where.port });
+      peer.on("error", () => {});
+      await once(peer, "connect");
+      const { socket, remoteHost } = await established;
+      assert.equal(remoteHost?.port, peer.localPort, "the second reply names the peer");
+      try {
+        const up = Buffer.alloc(50_000, "c");
+        const down = Buffer.alloc(40_000, "p");
+        const atPeer: Buffer[] = [];
+        const atClient: Buffer[] = [];
+        peer.on("data", (b: Buffer) => atPeer.push(b));
+        socket.on("data", (b: Buffer) => atClient.push(b));
+        socket.write(up);
+        peer.write(down);
+        await waitFor(
+          () => Buffer.concat(atPeer).length >= up.length && Buffer.concat(atClient).length >= down.length,
+          5000,
+          "data both ways",
+        );
+        assert.equal(sha256(Buffer.concat(atPeer)), sha256(up));
+        assert.equal(sha256(Buffer.concat(atClient)), sha256(down));
+      } finally {
+        socket.destroy();
+        peer.destroy();
+      }
+    });
+  });
+}
+
+for (const target of ["127.0.0.1", "::1"]) {
+  test(`the socks package's UDP ASSOCIATE reaches a UDP echo server on ${target}`, async () => {
+    const echo = await startUdpEcho(target);
+    const local = await udpClient("127.0.0.1");
+    try {
+      await withFerry(async (ferry) => {
+        const info = await new Promise<{ socket: net.Socket; remoteHost?: SocksRemoteHost }>(
+          (resolve, reject) => {
+            const client = new SocksClient({
+              proxy: { host: "127.0.0.1", port: ferry.port, type: 5 },
+              command: "associate",
+              destination: { host: "0.0.0.0", port: local.port },
+              timeout: 5000,
+            });
+            client.once("established", resolve);
+            client.once("error", reject);
+            client.connect();
+          },
+        );
+        try {
+          const relay = info.remoteHost!;
+          assert.equal(relay.host, "127.0.0.1");
+          for (let i = 0; i < 3; i++) {
+            const packet = SocksClient.createUDPFrame({
+              remoteHost: { host: target, port: echo.port },
+              data: Buffer.from(`datagram ${i} to ${target}`),
+            });
+            await sendTo(local.socket, packet, relay.port, relay.host);
+            const reply = await local.next(3000);
+            assert.ok(reply, "a reply came back");
+            const frame = SocksClient.parseUDPFrame(reply);
+            assert.equal(frame.data.toString(), `datagram ${i} to ${target}`);
+            assert.equal(frame.remoteHost.port, echo.port);
+            assert.equal(net.isIPv6(frame.remoteHost.host), target.includes(":"));
+          }
+          assert.equal(echo.received.length, 3);
+        } finally {
+          info.socket.destroy();
+        }
+      });
+    } finally {
+      local.close();
+      await echo.close();
+    }
+  });
+}
