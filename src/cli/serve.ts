@@ -32,6 +32,9 @@ function parseInlineUser(spec: string): { name: string; password: string } {
   return { name: spec.slice(0, colon), password: spec.slice(colon + 1) };
 }
 
+/** A second stop signal sooner than this is a duplicate delivery, not a request to cut sessions. */
+const REPEAT_SIGNAL_MS = 1000;
+
 export async function serve(flags: ServeFlags): Promise<number> {
   let log = createLogger({ level: flags.logLevel, format: flags.logFormat });
   let server: FerryServer;
@@ -96,14 +99,20 @@ export async function serve(flags: ServeFlags): Promise<number> {
   }
 
   return new Promise<number>((resolve) => {
-    let stopping = false;
+    let stoppingSince: number | undefined;
     const stop = (signal: string): void => {
-      if (stopping) {
-        log.warn(`${signal} again: closing every session now`);
+      if (stoppingSince !== undefined) {
+        // `timeout`, npm and a terminal's Ctrl-C each deliver one stop to several processes of a
+        // group, so Ferry often gets the same signal twice at once; only a later one means "now".
+        if (Date.now() - stoppingSince < REPEAT_SIGNAL_MS) {
+          log.debug(`${signal} repeated within ${REPEAT_SIGNAL_MS} ms: taken as the same stop`);
+          return;
+        }
+        log.warn(`${signal} during the drain: closing every session now`);
         void server.close(0);
         return;
       }
-      stopping = true;
+      stoppingSince = Date.now();
       log.info({ sessions: server.activeSessions }, `${signal}: no longer accepting; draining live sessions`);
       process.off("SIGHUP", onHup);
       void control?.close();

@@ -230,7 +230,11 @@ describe("SIGTERM", () => {
       const s = await socks5Connect(ferry.port, { type: "ipv4", host: "127.0.0.1", port: echo.port });
       client = s.client;
       assert.equal(s.reply.reply, 0);
-      process.kill(ferry.pid, "SIGTERM"); // `timeout` passes it on to ferry
+      // `timeout` passes each on to ferry and again to its process group (then ignores that
+      // signal itself), so ferry gets up to four at once: one stop, as when npm forwards the
+      // Ctrl-C the terminal has also delivered.
+      process.kill(ferry.pid, "SIGTERM");
+      process.kill(ferry.pid, "SIGINT");
       await waitFor(() => /draining live sessions/.test(ferry.output()), 5000, "the drain to start");
       await assert.rejects(TestClient.connect(ferry.port), { code: "ECONNREFUSED" });
       for (let i = 0; i < 5; i++) {
@@ -240,6 +244,7 @@ describe("SIGTERM", () => {
         await sleep(100);
       }
       assert.equal(exited, undefined, "still running while a session is live");
+      assert.doesNotMatch(ferry.output(), /closing every session now/);
       client.socket.end();
       const exit = await within(ferry.exited, 5000, "the exit after the last session");
       assert.equal(exit.code, 0, ferry.output());
@@ -278,6 +283,32 @@ describe("SIGTERM", () => {
         /client closed abruptly|client error/,
         "the cut session is logged",
       );
+    } finally {
+      client?.destroy();
+      await ferry.stop();
+      await echo.close();
+    }
+  });
+
+  test("a signal again a second later cuts the live sessions at once, and the exit is still 0", async () => {
+    const echo = await startEchoServer();
+    const ferry = await spawnFerry();
+    let client: TestClient | undefined;
+    try {
+      const s = await socks5Connect(ferry.port, { type: "ipv4", host: "127.0.0.1", port: echo.port });
+      client = s.client;
+      process.kill(ferry.pid, "SIGTERM");
+      await waitFor(() => /draining live sessions/.test(ferry.output()), 5000, "the drain to start");
+      await sleep(1200);
+      const probe = Buffer.from("still draining");
+      client.write(probe);
+      assert.deepEqual(await client.readBytes(probe.length), probe, "the first stop only drains");
+      // SIGINT: `timeout` ignores a SIGTERM after the first one it passed on.
+      process.kill(ferry.pid, "SIGINT");
+      await client.waitClosed(2000);
+      const exit = await within(ferry.exited, 5000, "the exit");
+      assert.equal(exit.code, 0, ferry.output());
+      assert.match(ferry.output(), /SIGINT during the drain: closing every session now/);
     } finally {
       client?.destroy();
       await ferry.stop();
