@@ -293,10 +293,11 @@ describe("logins", () => {
         delays.push(r.authMs!);
         r.socket.destroy();
       }
-      // 200, 400, 800 ms by default.
+      // 200, 400, 800 ms by default. Only lower bounds: a loaded machine adds time to any of them
+      // (the events below give the exact delays).
       assert.ok(delays[0]! >= 180, `first failure held ${delays[0]} ms`);
-      assert.ok(delays[1]! >= 380 && delays[1]! > delays[0]!, `second ${delays[1]} ms after ${delays[0]}`);
-      assert.ok(delays[2]! >= 760 && delays[2]! > delays[1]!, `third ${delays[2]} ms after ${delays[1]}`);
+      assert.ok(delays[1]! >= 380, `second failure held ${delays[1]} ms`);
+      assert.ok(delays[2]! >= 760, `third failure held ${delays[2]} ms`);
       assert.deepEqual(
         logins.map((e) => [e.ok, e.failures, e.delayMs]),
         [
