@@ -28,138 +28,184 @@ export interface RelayResult {
  * Both streams must be created with allowHalfOpen so Node does not end them for us.
  */
 export function relay(client: Duplex, target: Duplex, options: RelayOptions = {}): Promise<RelayResult> {
-  return new Promise((resolve) => {
-    const result: RelayResult = { bytesUp: 0, bytesDown: 0, reason: "completed" };
-    let finished = 0;
-    let closed = 0;
-    let failed = false;
+  return new Promise((resolve) => new Relay(client, target, options, resolve).start(options));
+}
 
-    // An error or reset on one side is passed on as a reset, not a FIN: a FIN would tell the
-    // other peer the stream ended cleanly (an aborted upload would look complete).
-    const fail = (reason: string, reset = true): void => {
-      if (failed) return;
-      failed = true;
-      result.reason = reason;
-      for (const s of [client, target]) {
-        const sock = s as Duplex & { resetAndDestroy?: () => void };
-        if (reset && !s.destroyed && typeof sock.resetAndDestroy === "function") sock.resetAndDestroy();
-        else s.destroy();
-      }
-    };
+// A relay holds thousands of idle connections, so it is built to keep little per connection: the
+// listeners below are shared by every relay and find their state through a property of the
+// stream that emitted (`this`), instead of being closures made for each connection.
+const FLOW = Symbol("ferry.relay.flow");
+type RelayedStream = Duplex & { [FLOW]?: Flow };
 
-    const onClose = (): void => {
-      for (const t of timers) clearTimeout(t);
-      timers.clear();
-      if (++closed === 2) resolve(result);
-    };
-    const timers = new Set<NodeJS.Timeout>();
-    const direction = (
-      src: Duplex,
-      dst: Duplex,
-      count: (n: number) => void,
-      buckets: TokenBucket[] | undefined,
-    ): void => {
-      if (!buckets) {
-        src.on("data", (chunk: Buffer) => {
-          count(chunk.length);
-          if (!dst.write(chunk)) src.pause();
-        });
-        dst.on("drain", () => src.resume());
-      } else {
-        // Two reasons to pause: the writer is full (until drain) or the bucket is in debt (until
-        // the timer); reading resumes only when neither holds.
-        let draining = false;
-        let resting = false;
-        src.on("data", (chunk: Buffer) => {
-          count(chunk.length);
-          if (!dst.write(chunk)) {
-            draining = true;
-            src.pause();
-          }
-          let wait = 0;
-          for (const b of buckets) wait = Math.max(wait, b.take(chunk.length));
-          if (wait > 0 && !resting) {
-            resting = true;
-            src.pause();
-            const timer = setTimeout(() => {
-              timers.delete(timer);
-              resting = false;
-              if (!draining) src.resume();
-            }, Math.ceil(wait));
-            timers.add(timer);
-          }
-        });
-        dst.on("drain", () => {
-          draining = false;
-          if (!resting) src.resume();
-        });
-      }
-      src.on("end", () => dst.end());
-      dst.on("finish", () => {
-        // Both directions delivered their FIN: nothing more can flow.
-        if (++finished === 2) {
-          client.destroy();
-          target.destroy();
-        }
-      });
-    };
+/** One direction: bytes read from `src` are written to `dst`. */
+class Flow {
+  /** The opposite direction, which writes to our `src`. */
+  reverse!: Flow;
+  bytes = 0;
+  /** Paused because `dst` is full, until it drains. */
+  draining = false;
+  /** Paused because a bucket is in debt, until `restTimer` fires. */
+  resting = false;
+  restTimer: NodeJS.Timeout | undefined;
 
-    direction(
-      client,
-      target,
-      (n) => {
-        result.bytesUp += n;
-      },
-      options.throttle?.up,
-    );
-    direction(
-      target,
-      client,
-      (n) => {
-        result.bytesDown += n;
-      },
-      options.throttle?.down,
-    );
+  constructor(
+    readonly relay: Relay,
+    readonly name: "client" | "target",
+    readonly src: RelayedStream,
+    readonly dst: Duplex,
+    readonly buckets: TokenBucket[] | undefined,
+  ) {}
+}
 
-    client.on("error", (err) => fail(`client error: ${err.message}`));
-    target.on("error", (err) => fail(`target error: ${err.message}`));
-    client.on("close", () => {
-      if (!client.readableEnded && !failed) fail("client closed abruptly");
-      onClose();
-    });
-    target.on("close", () => {
-      if (!target.readableEnded && !failed) fail("target closed abruptly");
-      onClose();
-    });
+class Relay {
+  readonly up: Flow;
+  readonly down: Flow;
+  reason = "completed";
+  failed = false;
+  finished = 0;
+  closed = 0;
+  readonly idleMs: number;
+  lastActivity = 0;
+  idleTimer: NodeJS.Timeout | undefined;
 
-    const idle = options.idleTimeoutMs ?? 0;
-    if (idle > 0) {
-      // Every relayed byte is read from one socket and written to the other, so either socket
-      // staying silent for the whole period means the relay is idle.
-      for (const s of [client, target]) {
-        const sock = s as Duplex & { setTimeout?: (ms: number, cb?: () => void) => void };
-        sock.setTimeout?.(idle, () => fail(`idle for ${idle} ms`, false));
-      }
+  constructor(
+    readonly client: RelayedStream,
+    readonly target: RelayedStream,
+    options: RelayOptions,
+    readonly resolve: (result: RelayResult) => void,
+  ) {
+    this.up = new Flow(this, "client", client, target, options.throttle?.up);
+    this.down = new Flow(this, "target", target, client, options.throttle?.down);
+    this.up.reverse = this.down;
+    this.down.reverse = this.up;
+    this.idleMs = options.idleTimeoutMs ?? 0;
+  }
+
+  start(options: RelayOptions): void {
+    for (const flow of [this.up, this.down]) {
+      const s = flow.src;
+      s[FLOW] = flow;
+      s.on("data", onData);
+      s.on("drain", onDrain);
+      s.on("end", onEnd);
+      s.on("finish", onFinish);
+      s.on("error", onError);
+      s.on("close", onClose);
     }
-
-    if (options.leftover && options.leftover.length > 0) {
-      result.bytesUp += options.leftover.length;
-      for (const b of options.throttle?.up ?? []) b.take(options.leftover.length);
-      target.write(options.leftover);
+    if (this.idleMs > 0) {
+      this.lastActivity = Date.now();
+      this.idleTimer = setTimeout(checkIdle, this.idleMs, this);
     }
-    if (options.clientEnded) target.end();
+    const { leftover } = options;
+    if (leftover && leftover.length > 0) {
+      this.up.bytes += leftover.length;
+      for (const b of this.up.buckets ?? []) b.take(leftover.length);
+      this.target.write(leftover);
+    }
+    if (options.clientEnded) this.target.end();
     // A side that closed before we started (the client left while a slow dialer was still
     // working) will never emit 'close' again: count it now, or the relay would never end.
-    for (const [s, name] of [
-      [client, "client"],
-      [target, "target"],
-    ] as const) {
-      if (s.closed) {
-        fail(`${name} closed before the relay started`);
-        onClose();
+    for (const flow of [this.up, this.down]) {
+      if (flow.src.closed) {
+        this.fail(`${flow.name} closed before the relay started`);
+        this.onClosed();
       }
     }
-    client.resume();
-    target.resume();
-  });
+    this.client.resume();
+    this.target.resume();
+  }
+
+  /**
+   * An error or reset on one side is passed on as a reset, not a FIN: a FIN would tell the other
+   * peer the stream ended cleanly (an aborted upload would look complete).
+   */
+  fail(reason: string, reset = true): void {
+    if (this.failed) return;
+    this.failed = true;
+    this.reason = reason;
+    for (const s of [this.client, this.target]) {
+      const sock = s as Duplex & { resetAndDestroy?: () => void };
+      if (reset && !s.destroyed && typeof sock.resetAndDestroy === "function") sock.resetAndDestroy();
+      else s.destroy();
+    }
+  }
+
+  onClosed(): void {
+    clearTimeout(this.idleTimer);
+    clearTimeout(this.up.restTimer);
+    clearTimeout(this.down.restTimer);
+    if (++this.closed === 2) {
+      this.resolve({ bytesUp: this.up.bytes, bytesDown: this.down.bytes, reason: this.reason });
+    }
+  }
+}
+
+function onData(this: RelayedStream, chunk: Buffer): void {
+  const flow = this[FLOW]!;
+  flow.bytes += chunk.length;
+  const { relay } = flow;
+  if (relay.idleMs > 0) relay.lastActivity = Date.now();
+  if (!flow.dst.write(chunk)) {
+    flow.draining = true;
+    this.pause();
+  }
+  if (!flow.buckets) return;
+  // Two reasons to pause: the writer is full (until drain) or the bucket is in debt (until the
+  // timer); reading resumes only when neither holds.
+  let wait = 0;
+  for (const b of flow.buckets) wait = Math.max(wait, b.take(chunk.length));
+  if (wait > 0 && !flow.resting) {
+    flow.resting = true;
+    this.pause();
+    flow.restTimer = setTimeout(endRest, Math.ceil(wait), flow);
+  }
+}
+
+function endRest(flow: Flow): void {
+  flow.resting = false;
+  flow.restTimer = undefined;
+  if (!flow.draining) flow.src.resume();
+}
+
+/** `this` drained: the flow writing to it may read again. */
+function onDrain(this: RelayedStream): void {
+  const flow = this[FLOW]!.reverse;
+  flow.draining = false;
+  // A slow reader catching up is activity too, though no new byte was read.
+  if (flow.relay.idleMs > 0) flow.relay.lastActivity = Date.now();
+  if (!flow.resting) flow.src.resume();
+}
+
+function onEnd(this: RelayedStream): void {
+  this[FLOW]!.dst.end();
+}
+
+/** `this` has delivered our FIN; once both have, nothing more can flow. */
+function onFinish(this: RelayedStream): void {
+  const relay = this[FLOW]!.relay;
+  if (++relay.finished === 2) {
+    relay.client.destroy();
+    relay.target.destroy();
+  }
+}
+
+function onError(this: RelayedStream, err: Error): void {
+  const flow = this[FLOW]!;
+  flow.relay.fail(`${flow.name} error: ${err.message}`);
+}
+
+function onClose(this: RelayedStream): void {
+  const flow = this[FLOW]!;
+  if (!this.readableEnded && !flow.relay.failed) flow.relay.fail(`${flow.name} closed abruptly`);
+  flow.relay.onClosed();
+}
+
+/**
+ * One timer per relay, not one per socket: it fires after the idle period and either closes the
+ * relay or sleeps again for what is left since the last activity.
+ */
+function checkIdle(relay: Relay): void {
+  const quiet = Date.now() - relay.lastActivity;
+  if (quiet >= relay.idleMs) relay.fail(`idle for ${relay.idleMs} ms`, false);
+  else relay.idleTimer = setTimeout(checkIdle, relay.idleMs - quiet, relay);
 }
