@@ -85,7 +85,9 @@ export class DirectDialer implements Dialer {
     const delay = this.options.attemptDelayMs ?? 250;
     const external = this.options.external ?? {};
     return new Promise((resolve, reject) => {
-      const pending = new Set<net.Socket>();
+      // Each attempt's own listeners, so the winner loses exactly those: removeAllListeners would
+      // `delete` keys of the socket's event table and turn it into a slow dictionary.
+      const pending = new Map<net.Socket, { onConnect: () => void; onError: (err: Error) => void }>();
       const errors: Error[] = [];
       let next = 0;
       let done = false;
@@ -96,15 +98,16 @@ export class DirectDialer implements Dialer {
         clearTimeout(stagger);
         if (timer) clearTimeout(timer);
         options.signal?.removeEventListener("abort", onAbort);
-        for (const s of pending) {
+        for (const [s, listeners] of pending) {
           if (s !== winner) s.destroy();
+          else {
+            s.off("connect", listeners.onConnect);
+            s.off("error", listeners.onError);
+          }
         }
         pending.clear();
-        if (winner) {
-          winner.removeAllListeners("error");
-          winner.removeAllListeners("connect");
-          resolve(winner);
-        } else reject(err);
+        if (winner) resolve(winner);
+        else reject(err);
       };
       const attempt = (): void => {
         clearTimeout(stagger);
@@ -118,9 +121,8 @@ export class DirectDialer implements Dialer {
           allowHalfOpen: true,
           ...(localAddress && { localAddress }),
         });
-        pending.add(socket);
-        socket.once("connect", () => finish(undefined, socket));
-        socket.once("error", (err: NodeJS.ErrnoException) => {
+        const onConnect = (): void => finish(undefined, socket);
+        const onError = (err: NodeJS.ErrnoException): void => {
           pending.delete(socket);
           socket.destroy();
           errors.push(
@@ -140,7 +142,10 @@ export class DirectDialer implements Dialer {
                 : new AggregateError(errors, `every address of ${target.host} failed`),
             );
           }
-        });
+        };
+        pending.set(socket, { onConnect, onError });
+        socket.once("connect", onConnect);
+        socket.once("error", onError);
         if (next < addresses.length) stagger = setTimeout(attempt, delay);
       };
       const timer =

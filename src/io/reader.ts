@@ -24,27 +24,33 @@ export class StreamReader {
     private readonly stream: Duplex,
     private readonly maxBuffered = 64 * 1024,
   ) {
-    stream.on("readable", this.notify);
-    stream.on("end", this.onEnd);
-    stream.on("close", this.onEnd);
-    stream.on("error", this.onError);
+    // One reader per stream at a time: the listeners below reach it through this property.
+    if ((stream as ReaderStream)[READER]) throw new Error("this stream already has a StreamReader");
+    (stream as ReaderStream)[READER] = this;
+    stream.on("readable", onReadable);
+    stream.on("end", onEnd);
+    stream.on("close", onEnd);
+    stream.on("error", onError);
   }
 
-  private readonly onEnd = (): void => {
+  /** @internal the stream ended or closed. */
+  noteEnd(): void {
     this.ended = true;
     this.notify();
-  };
+  }
 
-  private readonly onError = (err: Error): void => {
+  /** @internal the stream failed. */
+  noteError(err: Error): void {
     this.failure = err;
     this.notify();
-  };
+  }
 
-  private readonly notify = (): void => {
+  /** @internal wakes a pending read. */
+  notify(): void {
     const wake = this.wake;
     this.wake = undefined;
     wake?.();
-  };
+  }
 
   async read<T>(parse: Parser<T>): Promise<T> {
     for (;;) {
@@ -70,10 +76,12 @@ export class StreamReader {
   }
 
   private detach(): void {
-    this.stream.off("readable", this.notify);
-    this.stream.off("end", this.onEnd);
-    this.stream.off("close", this.onEnd);
-    this.stream.off("error", this.onError);
+    const stream = this.stream as ReaderStream;
+    if (stream[READER] === this) stream[READER] = undefined;
+    stream.off("readable", onReadable);
+    stream.off("end", onEnd);
+    stream.off("close", onEnd);
+    stream.off("error", onError);
   }
 
   /**
@@ -97,4 +105,21 @@ export class StreamReader {
   get peerEnded(): boolean {
     return this.ended;
   }
+}
+
+// Shared by every reader (a server holds thousands of sessions): each finds its reader through
+// the stream that emitted, instead of being closures made per reader.
+const READER = Symbol("ferry.reader");
+type ReaderStream = Duplex & { [READER]?: StreamReader };
+
+function onReadable(this: ReaderStream): void {
+  this[READER]?.notify();
+}
+
+function onEnd(this: ReaderStream): void {
+  this[READER]?.noteEnd();
+}
+
+function onError(this: ReaderStream, err: Error): void {
+  this[READER]?.noteError(err);
 }

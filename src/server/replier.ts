@@ -30,39 +30,57 @@ export function closeAfterReply(stream: Duplex, data?: Buffer): void {
   stream.end(data);
 }
 
-export function socks5Replier(stream: Duplex, record: SessionRecord): Replier {
-  return {
-    version: 5,
-    success(bound) {
-      record.reply = Reply.SUCCEEDED;
-      record.replyName = replyName(Reply.SUCCEEDED);
-      stream.write(encodeReply(Reply.SUCCEEDED, bound));
-    },
-    failure(reply) {
-      record.reply = reply;
-      record.replyName = replyName(reply);
-      closeAfterReply(stream, encodeReply(reply));
-    },
-  };
+// Classes rather than object literals of closures: a live session keeps its replier, and
+// methods on a prototype cost nothing per session.
+class Socks5Replier implements Replier {
+  readonly version = 5;
+
+  constructor(
+    private readonly stream: Duplex,
+    private readonly record: SessionRecord,
+  ) {}
+
+  success(bound: SocksAddress): void {
+    this.record.reply = Reply.SUCCEEDED;
+    this.record.replyName = replyName(Reply.SUCCEEDED);
+    this.stream.write(encodeReply(Reply.SUCCEEDED, bound));
+  }
+
+  failure(reply: number): void {
+    this.record.reply = reply;
+    this.record.replyName = replyName(reply);
+    closeAfterReply(this.stream, encodeReply(reply));
+  }
 }
 
-export function socks4Replier(stream: Duplex, record: SessionRecord): Replier {
-  return {
-    version: 4,
-    success(bound) {
-      record.reply = Socks4Reply.GRANTED;
-      record.replyName = replyName(Socks4Reply.GRANTED, 4);
-      // SOCKS4 replies carry IPv4 only; an IPv6 bound address is reported as 0.0.0.0.
-      const v4 = bound.type === "ipv4" ? bound.host : "0.0.0.0";
-      stream.write(encodeSocks4Reply(Socks4Reply.GRANTED, v4, bound.port));
-    },
-    failure(reply) {
-      record.reply = Socks4Reply.REJECTED;
-      record.replyName = `${replyName(Socks4Reply.REJECTED, 4)} (${replyName(reply)})`;
-      closeAfterReply(stream, encodeSocks4Reply(Socks4Reply.REJECTED));
-    },
-  };
+class Socks4Replier implements Replier {
+  readonly version = 4;
+
+  constructor(
+    private readonly stream: Duplex,
+    private readonly record: SessionRecord,
+  ) {}
+
+  success(bound: SocksAddress): void {
+    this.record.reply = Socks4Reply.GRANTED;
+    this.record.replyName = replyName(Socks4Reply.GRANTED, 4);
+    // SOCKS4 replies carry IPv4 only; an IPv6 bound address is reported as 0.0.0.0.
+    const v4 = bound.type === "ipv4" ? bound.host : "0.0.0.0";
+    this.stream.write(encodeSocks4Reply(Socks4Reply.GRANTED, v4, bound.port));
+  }
+
+  failure(reply: number): void {
+    this.record.reply = Socks4Reply.REJECTED;
+    this.record.replyName = `${replyName(Socks4Reply.REJECTED, 4)} (${replyName(reply)})`;
+    closeAfterReply(this.stream, encodeSocks4Reply(Socks4Reply.REJECTED));
+  }
 }
+
+export const socks5Replier = (stream: Duplex, record: SessionRecord): Replier =>
+  new Socks5Replier(stream, record);
+
+export const socks4Replier = (stream: Duplex, record: SessionRecord): Replier =>
+  new Socks4Replier(stream, record);
 
 /** A local socket address as SOCKS reports it. */
 export function boundAddress(host: string, port: number): SocksAddress {

@@ -174,15 +174,24 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
       startedAt: Date.now(),
       durationMs: 0,
     };
+    void this.serve(socket, ctx, record, releaseClient);
+  }
+
+  /** Runs the session; it counts as ended once its socket has closed too. */
+  private async serve(
+    socket: net.Socket,
+    ctx: ServerContext,
+    record: SessionRecord,
+    releaseClient: () => void,
+  ): Promise<void> {
+    await runSession(socket, ctx, record);
     // Not events.once: it rejects on 'error', and a client's reset would then end the session
     // early and surface as an unhandled rejection that kills the process.
-    const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
-    Promise.all([runSession(socket, ctx, record), closed]).finally(() => {
-      this.sockets.delete(socket);
-      releaseClient();
-      record.durationMs = Date.now() - record.startedAt;
-      this.emit("session", record);
-    });
+    if (!socket.closed) await new Promise<void>((resolve) => socket.once("close", () => resolve()));
+    this.sockets.delete(socket);
+    releaseClient();
+    record.durationMs = Date.now() - record.startedAt;
+    this.emit("session", record);
   }
 
   private async closeListeners(): Promise<void> {

@@ -33,19 +33,14 @@ const CLIENT_GONE = new Error("the client closed the connection");
  */
 export async function runSession(socket: Socket, ctx: ServerContext, record: SessionRecord): Promise<void> {
   const aborter = new AbortController();
-  socket.on("close", () => aborter.abort(CLIENT_GONE));
+  socket.once("close", () => aborter.abort(CLIENT_GONE));
   // Errors surface through the reader and the relay; this keeps a late one from crashing us.
-  socket.on("error", () => {});
+  socket.on("error", ignoreError);
   const reader = new StreamReader(socket);
   // 0 means no limit, as it does for the connect and idle timeouts.
   const handshakeMs = ctx.config.timeouts.handshake;
-  const handshakeTimer =
-    handshakeMs > 0
-      ? setTimeout(() => {
-          record.reason = `handshake not finished within ${handshakeMs} ms`;
-          socket.destroy();
-        }, handshakeMs)
-      : undefined;
+  let handshakeTimer =
+    handshakeMs > 0 ? setTimeout(handshakeExpired, handshakeMs, socket, record, handshakeMs) : undefined;
   try {
     const sniffed = await reader.read(sniff);
     let hs: Handshake;
@@ -68,6 +63,8 @@ export async function runSession(socket: Socket, ctx: ServerContext, record: Ses
         return;
     }
     clearTimeout(handshakeTimer);
+    // Not kept for the rest of a session that may last hours.
+    handshakeTimer = undefined;
     await runCommand(hs, ctx, record, aborter.signal, socket);
   } catch (err) {
     if (!record.reason) record.reason = err instanceof SessionEnd ? err.message : `${(err as Error).message}`;
@@ -75,6 +72,13 @@ export async function runSession(socket: Socket, ctx: ServerContext, record: Ses
   } finally {
     clearTimeout(handshakeTimer);
   }
+}
+
+function ignoreError(): void {}
+
+function handshakeExpired(socket: Socket, record: SessionRecord, ms: number): void {
+  record.reason = `handshake not finished within ${ms} ms`;
+  socket.destroy();
 }
 
 async function runCommand(
