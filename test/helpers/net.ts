@@ -32,7 +32,7 @@ export async function startEchoServer(
 export async function rawExchange(
   port: number,
   bytes: Buffer,
-  { host = "127.0.0.1", timeoutMs = 3000, end = false } = {},
+  { host = "127.0.0.1", timeoutMs = 10_000, end = false } = {},
 ): Promise<{ data: Buffer; closed: boolean }> {
   const socket = net.connect({ host, port, allowHalfOpen: true });
   await once(socket, "connect");

@@ -175,7 +175,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
         void daemon.exited.then(() => {
           alive = false;
         });
-        await waitForPort(port, { host, timeoutMs: options.readyTimeoutMs ?? 5000, alive: () => alive });
+        await waitForPort(port, { host, timeoutMs: options.readyTimeoutMs ?? 15_000, alive: () => alive });
       }
       return daemon;
     } catch (err) {

@@ -80,7 +80,7 @@ export class TestClient {
   }
 
   /** Reads one message with `parse`; fails if the peer closes first or nothing comes in time. */
-  async read<T>(parse: Parser<T>, timeoutMs = 3000, what = "a message"): Promise<T> {
+  async read<T>(parse: Parser<T>, timeoutMs = 10_000, what = "a message"): Promise<T> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const parsed = parse(this.buffer);
@@ -95,7 +95,7 @@ export class TestClient {
     }
   }
 
-  async readBytes(n: number, timeoutMs = 3000): Promise<Buffer> {
+  async readBytes(n: number, timeoutMs = 10_000): Promise<Buffer> {
     return this.read(
       (b) => (b.length >= n ? { value: Buffer.from(b.subarray(0, n)), consumed: n } : undefined),
       timeoutMs,
@@ -104,7 +104,7 @@ export class TestClient {
   }
 
   /** Everything until the peer's FIN (or the connection's end), and whether it ended in time. */
-  async readToEnd(timeoutMs = 3000): Promise<{ data: Buffer; ended: boolean }> {
+  async readToEnd(timeoutMs = 10_000): Promise<{ data: Buffer; ended: boolean }> {
     const deadline = Date.now() + timeoutMs;
     while (!this.ended && !this.closed && Date.now() < deadline)
       await this.waitChange(deadline, "the end").catch(() => {});
@@ -114,7 +114,7 @@ export class TestClient {
   }
 
   /** Resolves once the socket is fully closed; fails after `timeoutMs`. */
-  async waitClosed(timeoutMs = 3000): Promise<void> {
+  async waitClosed(timeoutMs = 10_000): Promise<void> {
     await waitFor(() => this.closed || this.ended, timeoutMs, "the server to close the connection");
   }
 
@@ -191,7 +191,7 @@ export async function assertEchoThrough(
 }
 
 /** The session record of the connection whose client port is `port`, once the session has ended. */
-export async function recordFor(ferry: RunningFerry, port: number, timeoutMs = 5000): Promise<SessionRecord> {
+export async function recordFor(ferry: RunningFerry, port: number, timeoutMs = 10_000): Promise<SessionRecord> {
   await waitFor(
     () => ferry.records.some((r) => r.clientPort === port),
     timeoutMs,
