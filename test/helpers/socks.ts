@@ -103,8 +103,12 @@ export class TestClient {
     );
   }
 
-  /** Everything until the peer's FIN (or the connection's end), and whether it ended in time. */
-  async readToEnd(timeoutMs = 10_000): Promise<{ data: Buffer; ended: boolean }> {
+  /**
+   * Everything until the peer's FIN (or the connection's end), and whether it ended in time.
+   * Closes wait 5 s by default: generous on a loaded machine, yet below the server's default 10 s
+   * handshake timeout, so a close that only that timer made cannot pass for the one a test expects.
+   */
+  async readToEnd(timeoutMs = 5000): Promise<{ data: Buffer; ended: boolean }> {
     const deadline = Date.now() + timeoutMs;
     while (!this.ended && !this.closed && Date.now() < deadline)
       await this.waitChange(deadline, "the end").catch(() => {});
@@ -114,7 +118,7 @@ export class TestClient {
   }
 
   /** Resolves once the socket is fully closed; fails after `timeoutMs`. */
-  async waitClosed(timeoutMs = 10_000): Promise<void> {
+  async waitClosed(timeoutMs = 5000): Promise<void> {
     await waitFor(() => this.closed || this.ended, timeoutMs, "the server to close the connection");
   }
 
@@ -191,7 +195,11 @@ export async function assertEchoThrough(
 }
 
 /** The session record of the connection whose client port is `port`, once the session has ended. */
-export async function recordFor(ferry: RunningFerry, port: number, timeoutMs = 10_000): Promise<SessionRecord> {
+export async function recordFor(
+  ferry: RunningFerry,
+  port: number,
+  timeoutMs = 10_000,
+): Promise<SessionRecord> {
   await waitFor(
     () => ferry.records.some((r) => r.clientPort === port),
     timeoutMs,
