@@ -40,7 +40,7 @@ const tls = await new Promise((res, rej) =>
 console.log("https:" + tls.trim());
 `;
 
-describe("tools: ferry connect, ferry forward, ferry run", { timeout: 120_000 }, () => {
+describe("tools: ferry connect, ferry forward, ferry run", { timeout: 240_000 }, () => {
   let ferry: RunningFerry;
   let dante: RunningDante | undefined;
   let sshd: RunningSshd | undefined;
@@ -134,7 +134,7 @@ describe("tools: ferry connect, ferry forward, ferry run", { timeout: 120_000 },
       assert.equal(r.stdout.toString(), "ok\n");
       if (proxy === ferry.url) {
         // Records are emitted when sessions end, a moment after ssh exits.
-        await waitFor(() => targetsSince(since).length > 0, 5000, "Ferry's session record");
+        await waitFor(() => targetsSince(since).length > 0, 10_000, "Ferry's session record");
         assert.deepEqual(targetsSince(since), [`127.0.0.1:${sshd.port}`]);
       }
     }
@@ -240,7 +240,7 @@ describe("tools: ferry connect, ferry forward, ferry run", { timeout: 120_000 },
       r.stdout.toString(),
       `net:net-ok\nhttp:${web.greeting.trim()}\nfetch:1000\nhttps:secure /run\n`,
     );
-    await waitFor(() => targetsSince(since).length >= 4, 5000, "four session records");
+    await waitFor(() => targetsSince(since).length >= 4, 10_000, "four session records");
     const targets = targetsSince(since);
     assert.ok(targets.includes(`127.0.0.1:${echo.port}`), `net.connect went through Ferry: ${targets}`);
     assert.ok(
@@ -288,7 +288,7 @@ describe("tools: ferry connect, ferry forward, ferry run", { timeout: 120_000 },
     ]);
     assert.equal(c.code, 0, describeRun(c));
     assert.equal(c.stdout.toString(), web.greeting);
-    await waitFor(() => targetsSince(since).length > 0, 5000, "Ferry's session record");
+    await waitFor(() => targetsSince(since).length > 0, 10_000, "Ferry's session record");
     assert.deepEqual(targetsSince(since), [`127.0.0.1:${web.port}`]);
   });
 });
