@@ -156,16 +156,16 @@ export async function socks5Connect(
   const client = await TestClient.connect(proxyPort, options.host);
   const methods = options.methods ?? (options.user ? [2] : [0]);
   client.write(encodeGreeting({ methods }));
-  const method = await client.read(parseMethodSelection, 3000, "the method selection");
+  const method = await client.read(parseMethodSelection, 10_000, "the method selection");
   if (method === 2) {
     client.write(encodeUserPassRequest({ username: options.user ?? "", password: options.password ?? "" }));
-    const status = await client.read(parseUserPassReply, 5000, "the RFC 1929 reply");
+    const status = await client.read(parseUserPassReply, 30_000, "the RFC 1929 reply");
     assert.ok(status.ok, `login refused with status ${status.status}`);
   } else {
     assert.equal(method, 0, "expected the no-authentication method");
   }
   client.write(encodeRequest({ command: "connect", address: target }));
-  const reply = await client.read(parseReply, 5000, "the CONNECT reply");
+  const reply = await client.read(parseReply, 15_000, "the CONNECT reply");
   return { client, reply };
 }
 
