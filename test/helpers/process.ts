@@ -76,7 +76,7 @@ export interface RunOptions {
  * stdout is hashed as it streams, so large transfers can be checked without holding them.
  */
 export async function run(command: string, args: string[], options: RunOptions = {}): Promise<RunResult> {
-  const { timeoutMs = 30_000, maxBuffer = 16 * 1024 * 1024 } = options;
+  const { timeoutMs = 90_000, maxBuffer = 16 * 1024 * 1024 } = options;
   const child = spawn(command, args, {
     env: options.env ?? process.env,
     cwd: options.cwd,

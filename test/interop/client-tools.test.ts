@@ -167,7 +167,7 @@ describe("tools: ferry connect, ferry forward, ferry run", { timeout: 240_000 },
         "root@127.0.0.1",
       ],
       lifetimeSec: 60,
-      readyTimeoutMs: 10_000,
+      readyTimeoutMs: 30_000,
     });
     try {
       for (const url of [`socks5h://127.0.0.1:${dynamic.port}`, `socks4a://127.0.0.1:${dynamic.port}`]) {
@@ -203,7 +203,7 @@ describe("tools: ferry connect, ferry forward, ferry run", { timeout: 240_000 },
         ],
         lifetimeSec: 60,
         ready: (d) =>
-          waitFor(() => d.output().includes('"msg":"forwarding"'), 10_000, "the forwarding log line"),
+          waitFor(() => d.output().includes('"msg":"forwarding"'), 30_000, "the forwarding log line"),
       });
       try {
         const socket = net.connect({ host: "127.0.0.1", port: fwd.port, allowHalfOpen: true });
