@@ -101,14 +101,14 @@ export async function spawnFerry(options: SpawnFerryOptions = {}): Promise<Ferry
     lifetimeSec: options.lifetimeSec,
     // Wait for the log line rather than probing the port: a probe would be logged as a session.
     ready: async (d) => {
-      const deadline = Date.now() + 10_000;
+      const deadline = Date.now() + 20_000;
       let exited = false;
       void d.exited.then(() => {
         exited = true;
       });
       while (!parseLines(d.output()).some((l) => l.msg?.startsWith("ferry listening on"))) {
         if (exited) throw new Error(`ferry serve exited: ${d.output().trim()}`);
-        if (Date.now() > deadline) throw new Error(`ferry serve not listening after 10 s: ${d.output()}`);
+        if (Date.now() > deadline) throw new Error(`ferry serve not listening after 20 s: ${d.output()}`);
         await new Promise((r) => setTimeout(r, 20));
       }
     },
@@ -122,7 +122,7 @@ export async function spawnFerry(options: SpawnFerryOptions = {}): Promise<Ferry
     users,
     logs,
     sessions,
-    async waitForSession(predicate = () => true, { skip = 0, timeoutMs = 5000 } = {}) {
+    async waitForSession(predicate = () => true, { skip = 0, timeoutMs = 10_000 } = {}) {
       const deadline = Date.now() + timeoutMs;
       for (;;) {
         const found = sessions().slice(skip).find(predicate);

@@ -32,7 +32,7 @@ export async function startEchoServer(
 export async function rawExchange(
   port: number,
   bytes: Buffer,
-  { host = "127.0.0.1", timeoutMs = 3000, end = false } = {},
+  { host = "127.0.0.1", timeoutMs = 10_000, end = false } = {},
 ): Promise<{ data: Buffer; closed: boolean }> {
   const socket = net.connect({ host, port, allowHalfOpen: true });
   await once(socket, "connect");
@@ -76,5 +76,23 @@ export async function within<T>(promise: Promise<T>, ms: number, what: string): 
     ]);
   } finally {
     clearTimeout(timer);
+  }
+}
+
+/**
+ * Runs `attempt` (e.g. sends a datagram, which loopback may drop) every `everyMs` until `done()`
+ * holds or `timeoutMs` has passed; the caller's assertions then say what was missing. Bounded by
+ * time rather than by count, so a slow machine gets the same window as a fast one.
+ */
+export async function retryUntil(
+  attempt: () => unknown,
+  done: () => boolean,
+  { timeoutMs = 10_000, everyMs = 100 } = {},
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!done() && Date.now() < deadline) {
+    await attempt();
+    if (done()) return;
+    await sleep(everyMs);
   }
 }

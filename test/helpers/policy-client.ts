@@ -20,7 +20,7 @@ export class ByteReader {
     socket.on("close", end);
     socket.on("error", () => {});
   }
-  async read(n: number, timeoutMs = 5000): Promise<Buffer> {
+  async read(n: number, timeoutMs = 15_000): Promise<Buffer> {
     const deadline = Date.now() + timeoutMs;
     while (this.buf.length < n) {
       if (this.ended) throw new Error(`connection closed after ${this.buf.length} of ${n} bytes`);
@@ -66,7 +66,7 @@ export async function socks5Connect(
     const p = Buffer.from(options.password ?? "");
     const started = Date.now();
     socket.write(Buffer.concat([Buffer.from([1, u.length]), u, Buffer.from([p.length]), p]));
-    const status = await reader.read(2, 15_000);
+    const status = await reader.read(2, 30_000);
     result.authMs = Date.now() - started;
     result.authStatus = status[1]!;
     if (status[1] !== 0) return result;

@@ -76,7 +76,7 @@ export interface RunOptions {
  * stdout is hashed as it streams, so large transfers can be checked without holding them.
  */
 export async function run(command: string, args: string[], options: RunOptions = {}): Promise<RunResult> {
-  const { timeoutMs = 30_000, maxBuffer = 16 * 1024 * 1024 } = options;
+  const { timeoutMs = 90_000, maxBuffer = 16 * 1024 * 1024 } = options;
   const child = spawn(command, args, {
     env: options.env ?? process.env,
     cwd: options.cwd,
@@ -175,7 +175,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
         void daemon.exited.then(() => {
           alive = false;
         });
-        await waitForPort(port, { host, timeoutMs: options.readyTimeoutMs ?? 5000, alive: () => alive });
+        await waitForPort(port, { host, timeoutMs: options.readyTimeoutMs ?? 15_000, alive: () => alive });
       }
       return daemon;
     } catch (err) {
@@ -190,8 +190,10 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
 function spawnDaemon(options: DaemonOptions, host: string, port: number): Daemon {
   const lifetime = String(options.lifetimeSec ?? 300);
   // `timeout` makes itself a process-group leader and signals the whole group on expiry or on
-  // the SIGTERM we send it, so forked children (danted's) go too.
-  const child = spawn("timeout", ["--kill-after=5", lifetime, options.command, ...options.args(port)], {
+  // the SIGTERM we send it, so forked children (danted's) go too. Its --kill-after clock starts
+  // at the first signal it passes on, so it must outlast a whole drain test on a loaded machine
+  // (5 s did not: ferry was SIGKILLed just after logging "stopped"); stop() kills sooner itself.
+  const child = spawn("timeout", ["--kill-after=30", lifetime, options.command, ...options.args(port)], {
     env: options.env ?? process.env,
     cwd: options.cwd,
     stdio: ["ignore", "pipe", "pipe"],

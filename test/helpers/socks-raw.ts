@@ -35,7 +35,7 @@ async function open(host: string, port: number): Promise<RawSocks> {
   return {
     socket,
     reader,
-    closed: (timeoutMs = 3000) =>
+    closed: (timeoutMs = 5000) =>
       Promise.race([
         ended.then(() => true),
         new Promise<boolean>((r) => setTimeout(() => r(false), timeoutMs)),

@@ -80,7 +80,7 @@ export class TestClient {
   }
 
   /** Reads one message with `parse`; fails if the peer closes first or nothing comes in time. */
-  async read<T>(parse: Parser<T>, timeoutMs = 3000, what = "a message"): Promise<T> {
+  async read<T>(parse: Parser<T>, timeoutMs = 10_000, what = "a message"): Promise<T> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const parsed = parse(this.buffer);
@@ -95,7 +95,7 @@ export class TestClient {
     }
   }
 
-  async readBytes(n: number, timeoutMs = 3000): Promise<Buffer> {
+  async readBytes(n: number, timeoutMs = 10_000): Promise<Buffer> {
     return this.read(
       (b) => (b.length >= n ? { value: Buffer.from(b.subarray(0, n)), consumed: n } : undefined),
       timeoutMs,
@@ -103,8 +103,12 @@ export class TestClient {
     );
   }
 
-  /** Everything until the peer's FIN (or the connection's end), and whether it ended in time. */
-  async readToEnd(timeoutMs = 3000): Promise<{ data: Buffer; ended: boolean }> {
+  /**
+   * Everything until the peer's FIN (or the connection's end), and whether it ended in time.
+   * Closes wait 5 s by default: generous on a loaded machine, yet below the server's default 10 s
+   * handshake timeout, so a close that only that timer made cannot pass for the one a test expects.
+   */
+  async readToEnd(timeoutMs = 5000): Promise<{ data: Buffer; ended: boolean }> {
     const deadline = Date.now() + timeoutMs;
     while (!this.ended && !this.closed && Date.now() < deadline)
       await this.waitChange(deadline, "the end").catch(() => {});
@@ -114,7 +118,7 @@ export class TestClient {
   }
 
   /** Resolves once the socket is fully closed; fails after `timeoutMs`. */
-  async waitClosed(timeoutMs = 3000): Promise<void> {
+  async waitClosed(timeoutMs = 5000): Promise<void> {
     await waitFor(() => this.closed || this.ended, timeoutMs, "the server to close the connection");
   }
 
@@ -152,16 +156,16 @@ export async function socks5Connect(
   const client = await TestClient.connect(proxyPort, options.host);
   const methods = options.methods ?? (options.user ? [2] : [0]);
   client.write(encodeGreeting({ methods }));
-  const method = await client.read(parseMethodSelection, 3000, "the method selection");
+  const method = await client.read(parseMethodSelection, 10_000, "the method selection");
   if (method === 2) {
     client.write(encodeUserPassRequest({ username: options.user ?? "", password: options.password ?? "" }));
-    const status = await client.read(parseUserPassReply, 5000, "the RFC 1929 reply");
+    const status = await client.read(parseUserPassReply, 30_000, "the RFC 1929 reply");
     assert.ok(status.ok, `login refused with status ${status.status}`);
   } else {
     assert.equal(method, 0, "expected the no-authentication method");
   }
   client.write(encodeRequest({ command: "connect", address: target }));
-  const reply = await client.read(parseReply, 5000, "the CONNECT reply");
+  const reply = await client.read(parseReply, 15_000, "the CONNECT reply");
   return { client, reply };
 }
 
@@ -191,7 +195,11 @@ export async function assertEchoThrough(
 }
 
 /** The session record of the connection whose client port is `port`, once the session has ended. */
-export async function recordFor(ferry: RunningFerry, port: number, timeoutMs = 5000): Promise<SessionRecord> {
+export async function recordFor(
+  ferry: RunningFerry,
+  port: number,
+  timeoutMs = 10_000,
+): Promise<SessionRecord> {
   await waitFor(
     () => ferry.records.some((r) => r.clientPort === port),
     timeoutMs,

@@ -60,7 +60,7 @@ export async function udpClient(host = "127.0.0.1"): Promise<{
     socket,
     port: socket.address().port,
     received,
-    next: (timeoutMs = 2000) => {
+    next: (timeoutMs = 10_000) => {
       const queued = received.shift();
       if (queued) return Promise.resolve(queued);
       return new Promise((resolve) => {

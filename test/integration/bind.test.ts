@@ -57,7 +57,7 @@ for (const family of ["127.0.0.1", "::1"]) {
       c.socket.write(up);
       peer.write(down);
       const atClient = await c.reader.read(bytes(down.length));
-      await waitFor(() => Buffer.concat(gotAtPeer).length >= up.length, 5000, "bytes at the peer");
+      await waitFor(() => Buffer.concat(gotAtPeer).length >= up.length, 10_000, "bytes at the peer");
       assert.equal(sha256(atClient), sha256(down));
       assert.equal(sha256(Buffer.concat(gotAtPeer)), sha256(up));
       const record = ferry.nextRecord();
@@ -99,7 +99,7 @@ test("BIND refuses a peer from another address than the request named, and keeps
         wrong.once("end", () => r(true));
         wrong.once("close", () => r(true));
       }),
-      new Promise<boolean>((r) => setTimeout(() => r(false), 3000)),
+      new Promise<boolean>((r) => setTimeout(() => r(false), 10_000)),
     ]);
     assert.ok(wrongEnded, "the wrong peer is disconnected");
     wrong.destroy();
@@ -128,7 +128,8 @@ test("BIND whose peer never comes gets a failure reply after timeouts.bind, and 
     const second = await c.next();
     const waited = Date.now() - started;
     assert.equal(second.reply, 0x06, "TTL expired is the timeout reply");
-    assert.ok(waited >= 250 && waited < 3000, `failure after ${waited} ms`);
+    // Well under the 2 min default, with room for a loaded machine.
+    assert.ok(waited >= 250 && waited < 8000, `failure after ${waited} ms`);
     assert.ok(await c.closed(), "the server closes the connection");
     assert.ok(await refused("127.0.0.1", c.reply.address.port), "the listener is closed");
     c.socket.destroy();

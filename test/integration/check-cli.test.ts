@@ -14,7 +14,7 @@ const ferryBin = path.join(root, "bin/ferry");
 const example = path.join(root, "examples/ferry.yaml");
 
 function ferry(...args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [ferryBin, ...args], { encoding: "utf8", timeout: 20_000 });
+  const r = spawnSync(process.execPath, [ferryBin, ...args], { encoding: "utf8", timeout: 60_000 });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 

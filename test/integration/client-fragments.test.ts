@@ -14,7 +14,7 @@ import { sha256 } from "../helpers/net.js";
  * owns, so the exact datagrams the client sends (and how it takes fragments) can be checked.
  */
 test("associate: client-side fragmentation out, reassembly in (RFC 1928 §7)", {
-  timeout: 20_000,
+  timeout: 60_000,
 }, async () => {
   const relay = dgram.createSocket("udp4");
   relay.bind(0, "127.0.0.1");

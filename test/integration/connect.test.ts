@@ -157,9 +157,11 @@ describe("CONNECT", () => {
       assert.equal(reply.reply, 0x05);
       assert.deepEqual(reply.address, { type: "ipv4", host: "0.0.0.0", port: 0 });
       const started = Date.now();
-      const rest = await client.readToEnd(1000);
+      // "Immediate" means long before any server timer (the handshake one is 10 s) could close it;
+      // a tighter bound would fail on a loaded machine that stalls for a second or two.
+      const rest = await client.readToEnd(5000);
       assert.ok(rest.ended && rest.data.length === 0, "closed right after the failure reply");
-      assert.ok(Date.now() - started < 500, "the close is immediate");
+      assert.ok(Date.now() - started < 5000, "the close is immediate");
     } finally {
       client.destroy();
     }
@@ -180,7 +182,7 @@ describe("CONNECT", () => {
           userId: "",
         }),
       );
-      const { data, ended } = await client.readToEnd(1000);
+      const { data, ended } = await client.readToEnd();
       assert.equal(data.toString("hex"), "005b000000000000");
       assert.ok(ended);
     } finally {
@@ -196,7 +198,7 @@ describe("CONNECT", () => {
     });
     try {
       assert.equal(reply.reply, 0x04);
-      const rest = await client.readToEnd(1000);
+      const rest = await client.readToEnd();
       assert.ok(rest.ended && rest.data.length === 0);
     } finally {
       client.destroy();
@@ -227,7 +229,7 @@ describe("CONNECT", () => {
       client.write(later);
       assert.deepEqual(await client.readBytes(later.length), later);
       client.socket.end();
-      assert.ok((await client.readToEnd(2000)).ended);
+      assert.ok((await client.readToEnd()).ended);
     } finally {
       client.destroy();
     }
@@ -253,7 +255,7 @@ describe("CONNECT", () => {
       );
       assert.equal(await client.read(parseMethodSelection), 0);
       assert.equal((await client.read(parseReply)).reply, 0);
-      const rest = await client.readToEnd(3000);
+      const rest = await client.readToEnd();
       assert.ok(rest.ended, "the echo server's FIN comes back through the proxy");
       assert.deepEqual(rest.data, early);
     } finally {
@@ -285,7 +287,7 @@ describe("CONNECT", () => {
         const question = randomBytes(50_000);
         client.write(question);
         client.socket.end();
-        const rest = await client.readToEnd(5000);
+        const rest = await client.readToEnd();
         assert.ok(rest.ended);
         assert.deepEqual(rest.data.subarray(0, 32), createHash("sha256").update(question).digest());
         assert.deepEqual(rest.data.subarray(32), answer);
@@ -321,15 +323,15 @@ describe("CONNECT", () => {
       try {
         assert.equal(reply.reply, 0);
         assert.equal((await client.readBytes(3)).toString(), "bye");
-        await waitFor(() => client.ended, 2000, "the target's FIN at the client");
+        await waitFor(() => client.ended, 10_000, "the target's FIN at the client");
         for (let i = 0; i < 5; i++) {
           client.write(Buffer.alloc(10_000, i));
           await sleep(20);
         }
-        await waitFor(() => received === 50_000, 3000, "every byte sent after the target's FIN");
+        await waitFor(() => received === 50_000, 10_000, "every byte sent after the target's FIN");
         client.socket.end();
-        await waitFor(() => targetGotEnd, 2000, "the client's FIN at the target");
-        await client.waitClosed(2000);
+        await waitFor(() => targetGotEnd, 10_000, "the client's FIN at the target");
+        await client.waitClosed();
       } finally {
         client.destroy();
       }
@@ -393,7 +395,7 @@ describe("CONNECT", () => {
         await within(done, 60_000, "the transfer");
         assert.equal(n, SIZE);
         assert.equal(h.digest("hex"), createHash("sha256").update(down).digest("hex"));
-        await waitFor(() => upHash !== "", 5000, "the target's hash");
+        await waitFor(() => upHash !== "", 10_000, "the target's hash");
         assert.equal(upHash, createHash("sha256").update(up).digest("hex"));
       } finally {
         client.destroy();
@@ -500,11 +502,11 @@ describe("CONNECT", () => {
         port: target.port,
       });
       assert.equal(reply.reply, 0);
-      await waitFor(() => target.sockets.length === 1, 2000, "the target connection");
+      await waitFor(() => target.sockets.length === 1, 10_000, "the target connection");
       const t = target.sockets[0]!;
       const closed = new Promise((resolve) => t.on("close", resolve));
       client.socket.resetAndDestroy();
-      await within(closed, 3000, "closing the target connection");
+      await within(closed, 10_000, "closing the target connection");
       const r = await recordFor(ferry, client.localPort);
       assert.match(r.reason!, /client/);
     } finally {
@@ -521,7 +523,7 @@ describe("CONNECT", () => {
     const r = await recordFor(ferry, client.localPort);
     assert.match(r.reason!, /ECONNRESET|closed/);
     assert.ok(r.durationMs >= 0);
-    await waitFor(() => ferry.server.activeSessions === 0, 2000, "the session to be released");
+    await waitFor(() => ferry.server.activeSessions === 0, 10_000, "the session to be released");
     const again = await socks5Connect(ferry.port, { type: "ipv4", host: "127.0.0.1", port: echo4.port });
     again.client.destroy();
     assert.equal(again.reply.reply, 0);
@@ -537,11 +539,11 @@ describe("CONNECT", () => {
       });
       try {
         assert.equal(reply.reply, 0);
-        await waitFor(() => target.sockets.length === 1, 2000, "the target connection");
+        await waitFor(() => target.sockets.length === 1, 10_000, "the target connection");
         client.write("something in flight");
         await sleep(50);
         target.sockets[0]!.resetAndDestroy();
-        await waitFor(() => client.closed, 3000, "the client connection to be destroyed");
+        await waitFor(() => client.closed, 10_000, "the client connection to be destroyed");
       } finally {
         client.destroy();
       }
@@ -605,8 +607,9 @@ describe("dial timeout", () => {
       const took = Date.now() - started;
       try {
         assert.equal(reply.reply, 0x06);
-        assert.ok(took >= 250 && took < 3000, `answered after ${took} ms`);
-        assert.ok((await client.readToEnd(1000)).ended);
+        // Well under the 10 s default, with room for a loaded machine.
+        assert.ok(took >= 250 && took < 8000, `answered after ${took} ms`);
+        assert.ok((await client.readToEnd()).ended);
       } finally {
         client.destroy();
       }

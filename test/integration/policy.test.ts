@@ -5,7 +5,7 @@ import { after, before, describe, test } from "node:test";
 import type { LoginEvent } from "../../src/auth/login-guard.js";
 import type { DecisionEvent } from "../../src/server/state.js";
 import { startFerry } from "../helpers/ferry.js";
-import { startEchoServer } from "../helpers/net.js";
+import { startEchoServer, waitFor } from "../helpers/net.js";
 import { echoThrough, socks4aConnect, socks5Connect } from "../helpers/policy-client.js";
 
 const alice = { name: "alice", password: "alice-secret" };
@@ -240,7 +240,7 @@ describe("limits", () => {
         const ended = await Promise.race([
           sink.done,
           new Promise<number>((_, rej) =>
-            setTimeout(() => rej(new Error("upload did not finish in 20 s")), 20_000),
+            setTimeout(() => rej(new Error("upload did not finish in 60 s")), 60_000),
           ),
         ]);
         r.socket.destroy();
@@ -253,7 +253,10 @@ describe("limits", () => {
     const limited = await timeUpload({ bandwidth: { perUser: "1MiB/s" } });
     // 3 MiB at 1 MiB/s with a ~100 KiB burst and one 64 KiB chunk of slack: at least ~2.8 s.
     assert.ok(limited >= 2500, `3 MiB at 1 MiB/s took only ${limited} ms`);
-    const unlimited = await timeUpload({});
+    // Held to 1 MiB/s it would take ~2.8 s every time; a loaded machine may stall one try, so the
+    // fastest of up to three tries counts.
+    let unlimited = await timeUpload({});
+    for (let i = 0; i < 2 && unlimited >= 2500; i++) unlimited = Math.min(unlimited, await timeUpload({}));
     assert.ok(unlimited < 2500, `the unlimited path took ${unlimited} ms for 3 MiB`);
   });
 
@@ -265,7 +268,9 @@ describe("limits", () => {
       const r = await socks5Connect(ferry.port, `127.0.0.1:${source.port}`);
       assert.equal(r.reply, 0);
       const started = Date.now();
-      await r.reader.read(total, 20_000);
+      // Throttled transfers wait on a timer per chunk, and a loaded machine fires each one late:
+      // a full run under load took over 20 s for this ~3 s transfer. Only lower bounds matter here.
+      await r.reader.read(total, 60_000);
       const took = Date.now() - started;
       r.socket.destroy();
       // (1.5 MiB - 64 KiB burst - 64 KiB chunk) / 512 KiB/s ≈ 2.75 s.
@@ -329,6 +334,7 @@ describe("UDP and bandwidth", () => {
     const { encodeUdpDatagram } = await import("../../src/protocol/udp.js");
     const { addressOf } = await import("../../src/protocol/address.js");
     const udpEcho = await startUdpEcho();
+    const started = Date.now(); // before the association (and its bucket) exists
     const ferry = await startFerry({ rules: [{ allow: { commands: ["udp"], bandwidth: "1KiB/s" } }] });
     try {
       const client = await udpClient();
@@ -344,19 +350,29 @@ describe("UDP and bandwidth", () => {
           relay.host,
         );
       }
+      // Wait for the relayed ones to arrive, then a little for stragglers.
+      await waitFor(() => udpEcho.received.length >= 50, 10_000, "the burst at the target");
       await new Promise((r) => setTimeout(r, 500));
-      // The burst is 64 KiB: 54 datagrams of 1200 bytes, then 1 KiB/s lets almost nothing more through.
-      assert.ok(
-        udpEcho.received.length >= 50 && udpEcho.received.length <= 56,
-        `${udpEcho.received.length} passed`,
-      );
       const record = ferry.nextRecord();
       control.socket.destroy();
       const r = await record;
+      // The burst is 64 KiB: 54 datagrams of 1200 bytes, then 1 KiB/s lets almost nothing more
+      // through: one more per 1200 bytes of refill over the time the test has taken (on a loaded
+      // machine sending the 100 can take seconds).
+      const refill = Math.ceil(((Date.now() - started) / 1000) * (1024 / 1200));
+      await waitFor(() => udpEcho.received.length === r.datagramsUp, 5000, "every relayed datagram");
+      assert.ok(
+        udpEcho.received.length >= 50 && udpEcho.received.length <= 55 + refill,
+        `${udpEcho.received.length} passed in ${Date.now() - started} ms`,
+      );
       assert.equal(r.datagramsUp, udpEcho.received.length);
       // Loopback may itself lose a few of 100 datagrams sent at once; the rest were ours to drop.
       const over = r.datagramsDropped?.["over bandwidth"] ?? 0;
-      assert.ok(over >= 30 && over + r.datagramsUp! <= 100, JSON.stringify(r.datagramsDropped));
+      // (at most 15 lost: the same as 30 or more dropped when at most 55 pass, as on a fast machine).
+      assert.ok(
+        over >= 85 - r.datagramsUp! && over + r.datagramsUp! <= 100,
+        JSON.stringify(r.datagramsDropped),
+      );
       client.close();
     } finally {
       await ferry.close();

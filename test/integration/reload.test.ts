@@ -40,7 +40,7 @@ const logged = (pattern: RegExp, from = 0): LogLine | undefined =>
   logs.slice(from).find((l) => pattern.test(l.msg));
 
 async function waitLog(pattern: RegExp, from: number, what: string): Promise<LogLine> {
-  await waitFor(() => logged(pattern, from) !== undefined, 10_000, what);
+  await waitFor(() => logged(pattern, from) !== undefined, 30_000, what);
   return logged(pattern, from)!;
 }
 
@@ -105,7 +105,7 @@ test("SIGHUP and `ferry reload`: a valid file swaps rules and listeners, an inva
   mark = logs.length;
   const bad = spawnSync(process.execPath, [ferryBin, "reload", "--control", control], {
     encoding: "utf8",
-    timeout: 20_000,
+    timeout: 60_000,
   });
   assert.equal(bad.status, 1, bad.stdout + bad.stderr);
   assert.match(
@@ -126,7 +126,7 @@ test("SIGHUP and `ferry reload`: a valid file swaps rules and listeners, an inva
   await writeFile(config, 'listen: ["127.0.0.2:0"]\n');
   const good = spawnSync(process.execPath, [ferryBin, "reload", "--control", control], {
     encoding: "utf8",
-    timeout: 20_000,
+    timeout: 60_000,
   });
   assert.equal(good.status, 0, good.stdout + good.stderr);
   assert.match(

@@ -11,7 +11,7 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../.
 const ferryBin = path.join(root, "bin/ferry");
 
 const ferry = (args: string[], input = "") =>
-  spawnSync(process.execPath, [ferryBin, ...args], { encoding: "utf8", input, timeout: 20_000 });
+  spawnSync(process.execPath, [ferryBin, ...args], { encoding: "utf8", input, timeout: 60_000 });
 
 let dir: string;
 before(async () => {

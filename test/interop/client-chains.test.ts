@@ -7,14 +7,14 @@ import { associate, bind, connect, SocksError } from "../../src/index.js";
 import { DANTED, type RunningDante, startDante } from "../helpers/dante.js";
 import { type RunningFerry, startFerry } from "../helpers/ferry.js";
 import { MICROSOCKS, type RunningMicrosocks, startMicrosocks } from "../helpers/microsocks.js";
-import { sha256, startEchoServer } from "../helpers/net.js";
+import { retryUntil, sha256, startEchoServer } from "../helpers/net.js";
 import { echoWithoutFin, startUdpEcho } from "../helpers/targets.js";
 import { requireTool } from "../helpers/tools.js";
 
 const payload = randomBytes(512 * 1024);
 // microsocks closes both directions on the first FIN, so these exchanges never half-close.
 
-describe("proxy chains: Ferry, microsocks and Dante mixed, SOCKS4a and SOCKS5", { timeout: 90_000 }, () => {
+describe("proxy chains: Ferry, microsocks and Dante mixed, SOCKS4a and SOCKS5", { timeout: 180_000 }, () => {
   let first: RunningFerry;
   let last: RunningFerry;
   let micro: RunningMicrosocks | undefined;
@@ -112,10 +112,11 @@ describe("proxy chains: Ferry, microsocks and Dante mixed, SOCKS4a and SOCKS5", 
     try {
       const got: string[] = [];
       udp.on("message", (data) => got.push(data.toString()));
-      for (let i = 0; i < 20 && got.length === 0; i++) {
-        await udp.send("chained", `127.0.0.1:${udpEcho.port}`);
-        await new Promise((r) => setTimeout(r, 100));
-      }
+      // UDP may drop; resend every 100 ms, for up to 10 s, until the answer comes.
+      await retryUntil(
+        () => udp.send("chained", `127.0.0.1:${udpEcho.port}`),
+        () => got.length > 0,
+      );
       assert.equal(got[0], "echo:chained");
     } finally {
       udp.close();

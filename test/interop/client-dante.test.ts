@@ -8,7 +8,7 @@ import { fetch } from "undici";
 import { associate, bind, connect, SocksAgent, SocksDispatcher, SocksError } from "../../src/index.js";
 import { DANTED, type RunningDante, startDante } from "../helpers/dante.js";
 import { startHttpServer, type TestHttpServer } from "../helpers/http.js";
-import { sha256, startEchoServer } from "../helpers/net.js";
+import { retryUntil, sha256, startEchoServer } from "../helpers/net.js";
 import {
   echoThrough,
   selfSignedCert,
@@ -25,7 +25,7 @@ const payload = randomBytes(512 * 1024);
  * login-less account with useradd (the tests run as root) and deletes it in stop().
  */
 describe("client library against Dante (danted): CONNECT, BIND, UDP, username auth", {
-  timeout: 90_000,
+  timeout: 180_000,
 }, () => {
   let dante: RunningDante | undefined;
   let echo: { port: number; close: () => Promise<void> };
@@ -119,11 +119,11 @@ describe("client library against Dante (danted): CONNECT, BIND, UDP, username au
       udp.on("message", (data, from) =>
         replies.push({ data: data.toString(), from: `${from.host}:${from.port}` }),
       );
-      // UDP may drop; resend a bounded number of times until the answer comes.
-      for (let i = 0; i < 20 && replies.length === 0; i++) {
-        await udp.send("ping", `127.0.0.1:${udpEcho.port}`);
-        await new Promise((r) => setTimeout(r, 100));
-      }
+      // UDP may drop; resend every 100 ms, for up to 10 s, until the answer comes.
+      await retryUntil(
+        () => udp.send("ping", `127.0.0.1:${udpEcho.port}`),
+        () => replies.length > 0,
+      );
       assert.deepEqual(replies[0], { data: "echo:ping", from: `127.0.0.1:${udpEcho.port}` });
       assert.equal(udpEcho.received[0]?.toString(), "ping");
     } finally {

@@ -40,7 +40,7 @@ const tls = await new Promise((res, rej) =>
 console.log("https:" + tls.trim());
 `;
 
-describe("tools: ferry connect, ferry forward, ferry run", { timeout: 120_000 }, () => {
+describe("tools: ferry connect, ferry forward, ferry run", { timeout: 240_000 }, () => {
   let ferry: RunningFerry;
   let dante: RunningDante | undefined;
   let sshd: RunningSshd | undefined;
@@ -134,7 +134,7 @@ describe("tools: ferry connect, ferry forward, ferry run", { timeout: 120_000 },
       assert.equal(r.stdout.toString(), "ok\n");
       if (proxy === ferry.url) {
         // Records are emitted when sessions end, a moment after ssh exits.
-        await waitFor(() => targetsSince(since).length > 0, 5000, "Ferry's session record");
+        await waitFor(() => targetsSince(since).length > 0, 10_000, "Ferry's session record");
         assert.deepEqual(targetsSince(since), [`127.0.0.1:${sshd.port}`]);
       }
     }
@@ -167,7 +167,7 @@ describe("tools: ferry connect, ferry forward, ferry run", { timeout: 120_000 },
         "root@127.0.0.1",
       ],
       lifetimeSec: 60,
-      readyTimeoutMs: 10_000,
+      readyTimeoutMs: 30_000,
     });
     try {
       for (const url of [`socks5h://127.0.0.1:${dynamic.port}`, `socks4a://127.0.0.1:${dynamic.port}`]) {
@@ -203,7 +203,7 @@ describe("tools: ferry connect, ferry forward, ferry run", { timeout: 120_000 },
         ],
         lifetimeSec: 60,
         ready: (d) =>
-          waitFor(() => d.output().includes('"msg":"forwarding"'), 10_000, "the forwarding log line"),
+          waitFor(() => d.output().includes('"msg":"forwarding"'), 30_000, "the forwarding log line"),
       });
       try {
         const socket = net.connect({ host: "127.0.0.1", port: fwd.port, allowHalfOpen: true });
@@ -240,7 +240,7 @@ describe("tools: ferry connect, ferry forward, ferry run", { timeout: 120_000 },
       r.stdout.toString(),
       `net:net-ok\nhttp:${web.greeting.trim()}\nfetch:1000\nhttps:secure /run\n`,
     );
-    await waitFor(() => targetsSince(since).length >= 4, 5000, "four session records");
+    await waitFor(() => targetsSince(since).length >= 4, 10_000, "four session records");
     const targets = targetsSince(since);
     assert.ok(targets.includes(`127.0.0.1:${echo.port}`), `net.connect went through Ferry: ${targets}`);
     assert.ok(
@@ -288,7 +288,7 @@ describe("tools: ferry connect, ferry forward, ferry run", { timeout: 120_000 },
     ]);
     assert.equal(c.code, 0, describeRun(c));
     assert.equal(c.stdout.toString(), web.greeting);
-    await waitFor(() => targetsSince(since).length > 0, 5000, "Ferry's session record");
+    await waitFor(() => targetsSince(since).length > 0, 10_000, "Ferry's session record");
     assert.deepEqual(targetsSince(since), [`127.0.0.1:${web.port}`]);
   });
 });

@@ -12,7 +12,7 @@ function curl(proxy: string, url: string, extra: string[] = []) {
     "curl",
     ["--silent", "--show-error", "--fail", "--max-time", "30", "--proxy", proxy, ...extra, url],
     {
-      timeoutMs: 40_000,
+      timeoutMs: 60_000,
       maxBuffer: 1024 * 1024,
     },
   );
@@ -26,7 +26,7 @@ async function curlSession(ferry: FerryProcess, proxy: string, url: string) {
   return { result, session };
 }
 
-describe("curl through `ferry serve` without authentication", { timeout: 180_000 }, () => {
+describe("curl through `ferry serve` without authentication", { timeout: 360_000 }, () => {
   let ferry: FerryProcess;
   let web: TestHttpServer;
   let web6: TestHttpServer;
@@ -109,7 +109,7 @@ describe("curl through `ferry serve` without authentication", { timeout: 180_000
   });
 });
 
-describe("curl through `ferry serve --listen [::1]:PORT`", { timeout: 60_000 }, () => {
+describe("curl through `ferry serve --listen [::1]:PORT`", { timeout: 120_000 }, () => {
   let ferry: FerryProcess;
   let web: TestHttpServer;
   before(async () => {
@@ -131,7 +131,7 @@ describe("curl through `ferry serve --listen [::1]:PORT`", { timeout: 60_000 }, 
   });
 });
 
-describe("curl through `ferry serve --user NAME:PASSWORD`", { timeout: 180_000 }, () => {
+describe("curl through `ferry serve --user NAME:PASSWORD`", { timeout: 360_000 }, () => {
   const alice = { name: "alice", password: "p@ss:word with spaces" };
   let ferry: FerryProcess;
   let web: TestHttpServer;

@@ -13,13 +13,13 @@ function ncat(ferry: FerryProcess, type: "socks4" | "socks5", target: string[], 
   return run(
     "ncat",
     ["--proxy", `127.0.0.1:${ferry.port}`, "--proxy-type", type, "--wait", "5", ...extra, ...target],
-    { input: payload, timeoutMs: 20_000, maxBuffer: 4 * 1024 * 1024 },
+    { input: payload, timeoutMs: 60_000, maxBuffer: 4 * 1024 * 1024 },
   );
 }
 
 for (const withUser of [false, true]) {
   const bob = { name: "bob", password: "ncat-pw-93" };
-  describe(`ncat through \`ferry serve${withUser ? " --user" : ""}\``, { timeout: 60_000 }, () => {
+  describe(`ncat through \`ferry serve${withUser ? " --user" : ""}\``, { timeout: 120_000 }, () => {
     let ferry: FerryProcess;
     let echo: { port: number; close: () => Promise<void> };
     const auth = withUser ? ["--proxy-auth", `${bob.name}:${bob.password}`] : [];

@@ -10,7 +10,7 @@ import { requireRoot, requireTool } from "../helpers/tools.js";
 
 function curl(proxy: string, url: string) {
   return run("curl", ["--silent", "--show-error", "--fail", "--max-time", "15", "--proxy", proxy, url], {
-    timeoutMs: 20_000,
+    timeoutMs: 60_000,
   });
 }
 
@@ -18,7 +18,7 @@ async function accountExists(name: string): Promise<boolean> {
   return (await run("id", ["-u", name], { timeoutMs: 5000 })).code === 0;
 }
 
-describe("third-party SOCKS servers started by the test helpers", { timeout: 90_000 }, () => {
+describe("third-party SOCKS servers started by the test helpers", { timeout: 180_000 }, () => {
   let web: TestHttpServer;
   let web6: TestHttpServer;
   before(async () => {

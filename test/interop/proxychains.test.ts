@@ -29,7 +29,7 @@ async function chainCurl(dir: string, hops: string[], url: string) {
     "proxychains4",
     ["-f", conf, "curl", "--silent", "--show-error", "--fail", "--max-time", "20", url],
     {
-      timeoutMs: 30_000,
+      timeoutMs: 60_000,
     },
   );
 }
@@ -42,7 +42,7 @@ function requireChainTools(t: TestContext): boolean {
   );
 }
 
-describe("proxychains4: strict chains of ferry and microsocks", { timeout: 90_000 }, () => {
+describe("proxychains4: strict chains of ferry and microsocks", { timeout: 180_000 }, () => {
   const gina = { name: "gina", password: "chain-pw:7" };
   const micro = { user: "mic", password: "mic-pw" };
   let open: FerryProcess;

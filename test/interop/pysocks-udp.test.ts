@@ -10,7 +10,7 @@ import socket, sys, socks
 proxy_port, echo_port = int(sys.argv[1]), int(sys.argv[2])
 s = socks.socksocket(socket.AF_INET, socket.SOCK_DGRAM)
 s.set_proxy(socks.SOCKS5, "127.0.0.1", proxy_port)
-s.settimeout(5)
+s.settimeout(10)
 for i in range(3):
     payload = ("pysocks %d" % i).encode()
     s.sendto(payload, ("127.0.0.1", echo_port))
@@ -30,7 +30,7 @@ function run(args: string[]): Promise<{ code: number | null; stdout: string; std
     child.stderr.on("data", (b: Buffer) => {
       stderr += b;
     });
-    const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
+    const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
     child.on("close", (code) => {
       clearTimeout(timer);
       resolve({ code, stdout, stderr });

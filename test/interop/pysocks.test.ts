@@ -46,14 +46,14 @@ interface PyCase {
 function pysocks(ferry: FerryProcess, port: number, c: PyCase) {
   const args = ["-c", SCRIPT, c.kind, "127.0.0.1", String(ferry.port), c.host, String(port)];
   args.push(c.rdns ? "1" : "0", c.user ?? "", c.password ?? "");
-  return run(SYSTEM_PYTHON, args, { input: payload, timeoutMs: 20_000 });
+  return run(SYSTEM_PYTHON, args, { input: payload, timeoutMs: 60_000 });
 }
 
 function requirePySocks(t: TestContext): boolean {
   return requireTool(t, SYSTEM_PYTHON, "python3") && requirePythonModule(t, "socks", "python3-socks");
 }
 
-describe("PySocks (Debian's python3-socks) through `ferry serve`", { timeout: 60_000 }, () => {
+describe("PySocks (Debian's python3-socks) through `ferry serve`", { timeout: 120_000 }, () => {
   let ferry: FerryProcess;
   let echo: { port: number; close: () => Promise<void> };
   before(async () => {
@@ -115,7 +115,7 @@ describe("PySocks (Debian's python3-socks) through `ferry serve`", { timeout: 60
   }
 });
 
-describe("PySocks through `ferry serve --user`", { timeout: 60_000 }, () => {
+describe("PySocks through `ferry serve --user`", { timeout: 120_000 }, () => {
   const dave = { name: "dave", password: "py-secret-1" };
   let ferry: FerryProcess;
   let echo: { port: number; close: () => Promise<void> };

@@ -72,7 +72,7 @@ function ferryVia(via: string, config: Partial<FileConfig>): Promise<RunningFerr
   return startFerry({ ...config, rules: [{ allow: { via } }] });
 }
 
-describe("chains through Dante, microsocks and tinyproxy", { timeout: 120_000 }, () => {
+describe("chains through Dante, microsocks and tinyproxy", { timeout: 240_000 }, () => {
   const stops: (() => unknown)[] = [];
   let who: { port: number; close: () => void };
   let web: TestHttpServer;
@@ -155,7 +155,7 @@ describe("chains through Dante, microsocks and tinyproxy", { timeout: 120_000 },
     assert.equal(await whoThrough(ferry, who.port), "seen 127.0.0.5");
     await first.stop();
     assert.equal(await replyThrough(ferry, who.port), 0x01);
-    await waitFor(() => ferry.records.some((r) => r.reply === 0x01), 5000, "the failed session's record");
+    await waitFor(() => ferry.records.some((r) => r.reply === 0x01), 10_000, "the failed session's record");
     const failed = ferry.records.find((r) => r.reply === 0x01)!;
     assert.match(failed.reason ?? "", /route deep: cannot reach proxy #1 .*ECONNREFUSED/);
   });
@@ -308,7 +308,7 @@ describe("chains through Dante, microsocks and tinyproxy", { timeout: 120_000 },
     assert.equal(await as("carol", who.port), "seen 127.0.0.12", "by user: carol goes through b");
     assert.equal(await as("dave", who2.port), "seen 127.0.0.11", "by destination: this port goes through a");
     assert.equal(await as("dave", who.port), "seen 127.0.0.1", "otherwise direct");
-    await waitFor(() => ferry.records.length >= 3, 5000, "three session records");
+    await waitFor(() => ferry.records.length >= 3, 10_000, "three session records");
     assert.deepEqual(
       ferry.records.slice(0, 3).map((r) => r.rule?.replace(/ .*/, "")),
       ["rules[1]", "rules[2]", "rules[3]"],

@@ -14,11 +14,11 @@ function socat(ferry: FerryProcess, address: "SOCKS4" | "SOCKS4A", host: string,
     "socat",
     // -t 5: after stdin's EOF, wait up to 5 s for the echo to finish before closing
     ["-t", "5", "-", `${address}:127.0.0.1:${host}:${port},socksport=${ferry.port},socksuser=${user}`],
-    { input: payload, timeoutMs: 20_000, maxBuffer: 4 * 1024 * 1024 },
+    { input: payload, timeoutMs: 60_000, maxBuffer: 4 * 1024 * 1024 },
   );
 }
 
-describe("socat through `ferry serve`", { timeout: 60_000 }, () => {
+describe("socat through `ferry serve`", { timeout: 120_000 }, () => {
   let ferry: FerryProcess;
   let echo: { port: number; close: () => Promise<void> };
 
@@ -75,7 +75,7 @@ describe("socat through `ferry serve`", { timeout: 60_000 }, () => {
   });
 });
 
-describe("socat through `ferry serve --user`", { timeout: 60_000 }, () => {
+describe("socat through `ferry serve --user`", { timeout: 120_000 }, () => {
   let ferry: FerryProcess;
   let echo: { port: number; close: () => Promise<void> };
 

@@ -13,11 +13,11 @@ function connect(ferry: FerryProcess, proxy: Partial<SocksProxy>, host: string, 
     proxy: { host: "127.0.0.1", port: ferry.port, type: 5, ...proxy },
     command: "connect",
     destination: { host, port },
-    timeout: 5000,
+    timeout: 15_000,
   });
 }
 
-describe("npm `socks` SocksClient through `ferry serve`", { timeout: 60_000 }, () => {
+describe("npm `socks` SocksClient through `ferry serve`", { timeout: 120_000 }, () => {
   let ferry: FerryProcess;
   let echo: { port: number; close: () => Promise<void> };
   before(async () => {
@@ -49,7 +49,7 @@ describe("npm `socks` SocksClient through `ferry serve`", { timeout: 60_000 }, (
   }
 });
 
-describe("npm `socks` SocksClient through `ferry serve --user`", { timeout: 60_000 }, () => {
+describe("npm `socks` SocksClient through `ferry serve --user`", { timeout: 120_000 }, () => {
   const erin = { name: "erin", password: "npm-pw-\u00e9" };
   let ferry: FerryProcess;
   let echo: { port: number; close: () => Promise<void> };

@@ -39,11 +39,11 @@ async function socksifyCurl(
   }
   return run("socksify", ["curl", "--silent", "--show-error", "--fail", "--max-time", "20", url], {
     env,
-    timeoutMs: 30_000,
+    timeoutMs: 60_000,
   });
 }
 
-describe("Dante's socksify (LD_PRELOAD) running curl through ferry", { timeout: 90_000 }, () => {
+describe("Dante's socksify (LD_PRELOAD) running curl through ferry", { timeout: 180_000 }, () => {
   const frank = { name: "frank", password: "socksify-pw" };
   let open: FerryProcess;
   let withUser: FerryProcess;
