@@ -32,13 +32,20 @@ export function closeAfterReply(stream: Duplex, data?: Buffer): void {
 
 // Classes rather than object literals of closures: a live session keeps its replier, and
 // methods on a prototype cost nothing per session.
-class Socks5Replier implements Replier {
-  readonly version = 5;
+abstract class StreamReplier implements Replier {
+  abstract readonly version: 4 | 5;
 
   constructor(
-    private readonly stream: Duplex,
-    private readonly record: SessionRecord,
+    protected readonly stream: Duplex,
+    protected readonly record: SessionRecord,
   ) {}
+
+  abstract success(bound: SocksAddress): void;
+  abstract failure(reply: number): void;
+}
+
+class Socks5Replier extends StreamReplier {
+  readonly version = 5;
 
   success(bound: SocksAddress): void {
     this.record.reply = Reply.SUCCEEDED;
@@ -53,13 +60,8 @@ class Socks5Replier implements Replier {
   }
 }
 
-class Socks4Replier implements Replier {
+class Socks4Replier extends StreamReplier {
   readonly version = 4;
-
-  constructor(
-    private readonly stream: Duplex,
-    private readonly record: SessionRecord,
-  ) {}
 
   success(bound: SocksAddress): void {
     this.record.reply = Socks4Reply.GRANTED;

@@ -184,14 +184,17 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
     record: SessionRecord,
     releaseClient: () => void,
   ): Promise<void> {
-    await runSession(socket, ctx, record);
-    // Not events.once: it rejects on 'error', and a client's reset would then end the session
-    // early and surface as an unhandled rejection that kills the process.
-    if (!socket.closed) await new Promise<void>((resolve) => socket.once("close", () => resolve()));
-    this.sockets.delete(socket);
-    releaseClient();
-    record.durationMs = Date.now() - record.startedAt;
-    this.emit("session", record);
+    try {
+      await runSession(socket, ctx, record);
+      // Not events.once: it rejects on 'error', and a client's reset would then end the session
+      // early and surface as an unhandled rejection that kills the process.
+      if (!socket.closed) await new Promise<void>((resolve) => socket.once("close", () => resolve()));
+    } finally {
+      this.sockets.delete(socket);
+      releaseClient();
+      record.durationMs = Date.now() - record.startedAt;
+      this.emit("session", record);
+    }
   }
 
   private async closeListeners(): Promise<void> {
