@@ -1,7 +1,9 @@
 import { lookup } from "node:dns/promises";
 import { existsSync } from "node:fs";
 import { ConfigError, loadConfig } from "../config/load.js";
+import type { Config } from "../config/schema.js";
 import { parseHostPort } from "../config/units.js";
+import { admitAddresses, admitTarget } from "../policy/admit.js";
 import type { Decision, RequestQuery, RuleTrace } from "../policy/policy.js";
 import { policyIp } from "../policy/rules.js";
 import { withSelfGuard } from "../policy/self.js";
@@ -72,46 +74,58 @@ export async function check(
   const client = policy.client(query.client, { explain: true });
   out(`client ${query.client}: ${verdictText(client)}`);
   printTrace(client, out);
-  if (client.verdict === "deny") return finish(client, out);
+  if (client.verdict === "deny") return finish(client, out, config);
 
   const who =
     query.user !== undefined
       ? `as ${query.user} (${query.method}, SOCKS${query.version})`
       : `(${query.method}, SOCKS${query.version})`;
-  const decision = policy.request(query, { explain: true });
-  out(
-    `request ${query.command.toUpperCase()} ${formatAddress(query.target)} ${who}: ${verdictText(decision)}`,
-  );
-  printTrace(decision, out);
-  if (decision.verdict === "deny") return finish(decision, out);
-
-  let final = decision;
-  if (query.target.type === "domain" || decision.pending) {
-    const ips = flags.resolve?.length ? flags.resolve : await resolve(query.target.host, out);
-    if (ips === undefined) {
-      out(`deny: ${query.target.host} does not resolve; the server would answer host unreachable (0x04)`);
-      return CheckExit.DENY;
+  out(`request ${query.command.toUpperCase()} ${formatAddress(query.target)} ${who}:`);
+  if (query.command !== "connect") {
+    // BIND and UDP are first admitted as a command; the peer or datagram is decided after.
+    const command = policy.command(query, { explain: true });
+    out(`command ${query.command.toUpperCase()}: ${verdictText(command)}`);
+    printTrace(command, out);
+    if (command.verdict === "deny" || query.command === "bind") {
+      if (query.command === "bind" && command.verdict === "allow") out(`route: ${command.route ?? "direct"}`);
+      return finish(command, out, config);
     }
-    out(
-      `addresses of ${query.target.host}${flags.resolve?.length ? " (as given by --resolve)" : ""}: ${ips.join(", ")}`,
-    );
-    let firstAllowed: Decision | undefined;
-    let firstDenied: Decision | undefined;
-    for (const ip of ips) {
-      const d = policy.address(query, ip, { explain: true });
-      out(`  ${ip}: ${verdictText(d)}`);
-      printTrace(d, out, "    ");
-      if (d.verdict === "allow") firstAllowed ??= d;
-      else firstDenied ??= d;
-    }
-    if (!firstAllowed) {
-      out(`every address of ${query.target.host} is denied, so the request is (reply 0x02)`);
-      return finish(firstDenied!, out);
-    }
-    final = firstAllowed;
   }
-  for (const l of Limits.describe(config, final)) out(`limit: ${l}`);
-  return finish(final, out);
+  // The same two steps the server takes (src/policy/admit.ts), with the same routes.
+  const first = admitTarget(policy, query, ctx.outbound.resolvesNames, { explain: true });
+  const byName = "resolve" in first ? first.byName : first.decision;
+  out(`${query.target.type === "domain" ? "as a name" : "the address"}: ${verdictText(byName)}`);
+  printTrace(byName, out);
+  if (!("resolve" in first)) {
+    if (first.verdict === "allow" && first.kind === "name") {
+      out(`the name goes unresolved to the upstream of route ${first.decision.route}`);
+    }
+    return finish(first.decision, out, config);
+  }
+  const ips = flags.resolve?.length ? flags.resolve : await resolve(query.target.host, out);
+  if (ips === undefined) {
+    if (byName.verdict === "deny") return finish(byName, out, config);
+    out(`deny: ${query.target.host} does not resolve; the server would answer host unreachable (0x04)`);
+    return CheckExit.DENY;
+  }
+  out(
+    `addresses of ${query.target.host}${flags.resolve?.length ? " (as given by --resolve)" : ""}: ${ips.join(", ")}`,
+  );
+  const admission = admitAddresses(policy, query, ips, { explain: true });
+  const decided =
+    admission.verdict === "deny"
+      ? admission.denied
+      : ips.map((ip) => ({ ip, decision: policy.destination(query, ip, { explain: true }) }));
+  for (const { ip, decision } of decided) {
+    out(`  ${ip}: ${verdictText(decision)}`);
+    printTrace(decision, out, "    ");
+  }
+  if (admission.verdict === "deny") {
+    out(`every address of ${query.target.host} is denied, so the request is (reply 0x02)`);
+    return finish(admission.decision, out, config);
+  }
+  if (admission.kind === "addresses") out(`dialled: ${admission.addresses.join(", ")}`);
+  return finish(admission.decision, out, config);
 }
 
 function verdictText(d: Decision): string {
@@ -126,7 +140,11 @@ function traceLine(t: RuleTrace): string {
   return `${t.rule} ${t.action}: ${t.outcome}: ${t.why}`;
 }
 
-function finish(d: Decision, out: (line: string) => void): number {
+function finish(d: Decision, out: (line: string) => void, config: Config): number {
+  if (d.verdict === "allow") {
+    out(`route: ${d.route ?? "direct"}`);
+    for (const l of Limits.describe(config, d)) out(`limit: ${l}`);
+  }
   out(`${d.verdict.toUpperCase()} by ${d.rule}`);
   return d.verdict === "allow" ? CheckExit.ALLOW : CheckExit.DENY;
 }

@@ -8,13 +8,12 @@ import { SocksError } from "../client/errors.js";
 import type { ProxyHop } from "../client/proxy.js";
 import type { Route, Upstream } from "../config/routes.js";
 import type { External } from "../config/routes-schema.js";
-import { addressOf, type SocksAddress } from "../protocol/address.js";
+import type { SocksAddress } from "../protocol/address.js";
 import { Reply } from "../protocol/errors.js";
-import type { Dialed, Dialer, DialOptions } from "./dialer.js";
+import type { Dialed, DialOptions } from "./dialer.js";
 import { DialError } from "./errors.js";
 import { orderAddresses, type Resolved, type ResolvePreference } from "./family.js";
 import type { HopPicker } from "./hop-picker.js";
-import { RoutingDialer } from "./routing.js";
 
 export interface ChainDialerOptions {
   /** The first hop is dialled from the external address of its family. */
@@ -33,22 +32,22 @@ const defaultLookup = (host: string): Promise<Resolved[]> =>
  * tried in the picker's order; a member that fails is marked and the same dial goes on with the
  * next. A failure the last hop reports for the target is the target's and is passed on.
  */
-export class ChainDialer implements Dialer {
+export class ChainDialer {
   constructor(
     readonly route: Route,
     private readonly picker: HopPicker,
     private readonly options: ChainDialerOptions = {},
   ) {}
 
+  /** CONNECT through the route to an admitted target: a name only when the last hop resolves it. */
   async dial(target: SocksAddress, options: DialOptions = {}): Promise<Dialed> {
-    const requested = await this.targetFor(target, options);
     return this.through(options, async (hops, clientOptions) => {
-      const chain = await establish(hops, "connect", requested, clientOptions);
+      const chain = await establish(hops, "connect", target, clientOptions);
       chain.settle();
       return {
         stream: handOver(chain.io),
         local: { host: chain.bound.host, port: chain.bound.port },
-        remote: { host: requested.host, port: requested.port },
+        remote: { host: target.host, port: target.port },
       };
     });
   }
@@ -106,40 +105,6 @@ export class ChainDialer implements Dialer {
       }
     }
     throw this.failure(lastError);
-  }
-
-  /**
-   * What the last hop is asked for. Literals are checked against policy here; a name is resolved
-   * here (and checked) when the last hop would resolve it locally anyway (socks4, socks5), and is
-   * left to the upstream otherwise (socks4a, socks5h, http), where policy cannot see its address.
-   */
-  private async targetFor(target: SocksAddress, options: DialOptions): Promise<SocksAddress> {
-    const last = this.route.hops.at(-1)!.members;
-    const localDns = last.every((u) => u.protocol === "socks4" || u.protocol === "socks5");
-    if (target.type === "domain" && !localDns) return target;
-    let candidates: Resolved[];
-    if (target.type === "domain") {
-      try {
-        candidates = await (this.options.lookup ?? defaultLookup)(target.host);
-      } catch (err) {
-        throw new DialError(
-          `cannot resolve ${target.host}: ${(err as NodeJS.ErrnoException).code ?? err}`,
-          Reply.HOST_UNREACHABLE,
-        );
-      }
-      // SOCKS4 carries IPv4 only.
-      if (last.some((u) => u.protocol === "socks4")) candidates = candidates.filter((a) => a.family === 4);
-    } else {
-      candidates = [{ address: target.host, family: target.type === "ipv6" ? 6 : 4 }];
-    }
-    const ordered = orderAddresses(candidates, options.resolve ?? this.options.resolve ?? "system");
-    const allowed = options.allowAddress ? ordered.filter((a) => options.allowAddress!(a.address)) : ordered;
-    if (allowed.length === 0) {
-      throw ordered.length === 0
-        ? new DialError(`${target.host} has no address this route can carry`, Reply.HOST_UNREACHABLE)
-        : new DialError(`${target.host} resolves only to denied addresses`, Reply.NOT_ALLOWED);
-    }
-    return addressOf(allowed[0]!.address, target.port);
   }
 
   /** The client library's hop for an upstream; the first hop's name is resolved to pick the egress family. */
@@ -209,18 +174,4 @@ export function blame(err: unknown, hops: number): number | undefined {
       return refused ? err.hop : err.hop + 1;
     }
   }
-}
-
-/**
- * The upstream route a command goes through, or undefined for direct: BIND and UDP need the
- * route itself, not only a dial. `dialer` is the context's (a RoutingDialer, or a ChainDialer
- * standing in for one).
- */
-export function upstreamRoute(dialer: Dialer, via: string | undefined): ChainDialer | undefined {
-  if (dialer instanceof ChainDialer) return dialer;
-  if (dialer instanceof RoutingDialer) {
-    const route = via && via !== "direct" ? dialer.routes.get(via) : undefined;
-    return route instanceof ChainDialer ? route : undefined;
-  }
-  return undefined;
 }

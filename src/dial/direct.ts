@@ -1,35 +1,31 @@
-import { lookup as systemLookup } from "node:dns/promises";
 import net from "node:net";
 import type { External } from "../config/routes-schema.js";
 import { formatAddress, type SocksAddress } from "../protocol/address.js";
 import { Reply } from "../protocol/errors.js";
-import type { Dialed, Dialer, DialOptions } from "./dialer.js";
-import { DialError, errorCode } from "./errors.js";
-import { orderAddresses, type Resolved, type ResolvePreference } from "./family.js";
+import type { Dialed, DialOptions } from "./dialer.js";
+import { DialError } from "./errors.js";
+import type { Resolved } from "./family.js";
 
 export interface DirectDialerOptions {
   /** How long Happy Eyeballs waits on one address before racing the next (RFC 8305 says 250 ms). */
   attemptDelayMs?: number;
   /** Local addresses, per family, outbound connections bind to (the `external` config key). */
   external?: External;
-  /** Family preference when a rule does not say; `system` keeps the resolver's order. */
-  resolve?: ResolvePreference;
-  /** The resolver; tests give names addresses the system resolver does not know. */
-  lookup?: (host: string) => Promise<Resolved[]>;
 }
 
-const defaultLookup = (host: string): Promise<Resolved[]> =>
-  systemLookup(host, { all: true, verbatim: true });
-
 /**
- * Connects straight to the target: resolve, filter through policy, order by family preference,
- * Happy Eyeballs, each attempt bound to the external address of its family.
+ * Connects straight to the target's admitted addresses, in the order given: Happy Eyeballs, each
+ * attempt bound to the external address of its family. Which addresses may be dialled is not its
+ * business: Outbound (src/dial/outbound.ts) decides that and hands over only those.
  */
-export class DirectDialer implements Dialer {
+export class DirectDialer {
   constructor(private readonly options: DirectDialerOptions = {}) {}
 
-  async dial(target: SocksAddress, options: DialOptions = {}): Promise<Dialed> {
-    const addresses = await this.resolve(target, options);
+  async dial(
+    target: SocksAddress,
+    addresses: readonly Resolved[],
+    options: DialOptions = {},
+  ): Promise<Dialed> {
     const socket = await this.connect(target, addresses, options);
     return {
       stream: socket,
@@ -38,50 +34,16 @@ export class DirectDialer implements Dialer {
     };
   }
 
-  private async resolve(target: SocksAddress, options: DialOptions): Promise<Resolved[]> {
-    const preference = options.resolve ?? this.options.resolve ?? "system";
-    let all: Resolved[];
-    if (target.type === "domain") {
-      try {
-        all = await (this.options.lookup ?? defaultLookup)(target.host);
-      } catch (err) {
-        throw new DialError(
-          `cannot resolve ${target.host}: ${errorCode(err) ?? err}`,
-          Reply.HOST_UNREACHABLE,
-          errorCode(err),
-        );
-      }
-    } else {
-      all = [{ address: target.host, family: target.type === "ipv6" ? 6 : 4 }];
-    }
-    const ordered = orderAddresses(all, preference);
-    if (ordered.length === 0) {
-      const family = preference === "ipv4-only" ? "IPv4" : "IPv6";
-      const list = all.map((a) => a.address).join(", ");
-      throw target.type === "domain"
-        ? new DialError(
-            `${target.host} has no ${family} address (${list}) and this route is resolve: ${preference}`,
-            Reply.HOST_UNREACHABLE,
-          )
-        : new DialError(
-            `${target.host} is not an ${family} address and this route is resolve: ${preference}`,
-            Reply.ADDRESS_TYPE_NOT_SUPPORTED,
-          );
-    }
-    const allowed = options.allowAddress ? ordered.filter((a) => options.allowAddress!(a.address)) : ordered;
-    if (allowed.length === 0) {
-      const list = ordered.map((a) => a.address).join(", ");
-      throw new DialError(`${target.host} resolves only to denied addresses (${list})`, Reply.NOT_ALLOWED);
-    }
-    return allowed;
-  }
-
   /**
    * Happy Eyeballs by hand: Node's autoSelectFamily is off as soon as a localAddress is given, and
    * egress needs a different local address per family. An attempt starts when the previous one
    * fails or after the attempt delay; the first to connect wins and the others are dropped.
    */
-  private connect(target: SocksAddress, addresses: Resolved[], options: DialOptions): Promise<net.Socket> {
+  private connect(
+    target: SocksAddress,
+    addresses: readonly Resolved[],
+    options: DialOptions,
+  ): Promise<net.Socket> {
     const delay = this.options.attemptDelayMs ?? 250;
     const external = this.options.external ?? {};
     return new Promise((resolve, reject) => {

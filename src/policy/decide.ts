@@ -16,6 +16,13 @@ export interface Facts {
   target?: SocksAddress;
   /** The address being checked for a name target (after resolution); an IP target is its own address. */
   ip?: string;
+  /**
+   * A name target that leaves unresolved (an upstream resolves it): no address will ever be known
+   * here, so an address range in `to:` is decided without one (see checkDestination). Without this
+   * and without `ip`, a name is being asked about before its destination is known (BIND and UDP
+   * at the command stage): such rules are undecided.
+   */
+  unresolved?: boolean;
 }
 
 /** How one rule fared against a question: for `ferry check` and `explain`. */
@@ -23,7 +30,7 @@ export interface RuleTrace {
   rule: string;
   action: "allow" | "deny";
   line?: number;
-  outcome: "matched" | "not matched" | "depends on address";
+  outcome: "matched" | "not matched" | "depends on destination";
   why: string;
 }
 
@@ -40,10 +47,15 @@ export interface Decision {
   /** The deciding rule's own caps, and the key its counters are kept under. */
   caps?: { key: string; bandwidth?: number; sessions?: number };
   /**
-   * For a name target: allowed by name, but the final word belongs to the check of each address
-   * the name resolves to.
+   * At the command stage of BIND and UDP: allowed, but each peer and datagram destination gets
+   * its own decision.
    */
   pending?: boolean;
+  /**
+   * A rule up to and including the deciding one has an address range it could not check against
+   * an unresolved name: the addresses the name resolves to may decide otherwise.
+   */
+  unchecked?: boolean;
   /** The route the deciding rule names (`via`, issue 7); undefined means direct. */
   route?: string;
   /** The address-family preference the deciding rule names (`resolve`, docs/routes.md). */
@@ -55,6 +67,8 @@ export interface Decision {
 type Tri = "yes" | "no" | "unknown";
 interface Check {
   result: Tri;
+  /** An address range met a name with no address: decided without looking (fail closed). */
+  unchecked?: boolean;
   /** Built only when someone reads it (explain, or the deciding rule), to keep decisions cheap. */
   why: () => string;
 }
@@ -120,7 +134,7 @@ function checkRule(rule: Rule, f: Facts, ip: ipaddr.IPv4 | ipaddr.IPv6 | undefin
   }
   // A UDP ASSOCIATE request names where the client sends from, not where datagrams go: each
   // datagram's destination is decided on its own, with its address.
-  const perDatagram = f.command === "udp" && f.ip === undefined;
+  const perDatagram = f.command === "udp" && f.ip === undefined && !f.unresolved;
   if ((rule.to || rule.ports) && f.target && perDatagram) {
     checks.push({ result: "unknown", why: () => "UDP destinations are checked for each datagram" });
     return checks;
@@ -154,9 +168,27 @@ function checkDestination(rule: Rule, f: Facts, ip: ipaddr.IPv4 | ipaddr.IPv6 | 
   }
   const dest = name !== undefined ? (ip ? `${name} (${ip})` : name) : String(ip);
   if (!ip && hasCidr) {
+    if (f.unresolved) {
+      // The name goes to an upstream that resolves it, so no address range can vouch for it:
+      // a range never admits it, and a range in a deny rule refuses it (fail closed).
+      const ranges = rule.to!.filter((d) => d.kind === "cidr").map((d) => d.text);
+      return rule.action === "deny"
+        ? {
+            result: "yes",
+            unchecked: true,
+            why: () =>
+              `${dest} would be resolved by the upstream, so Ferry cannot tell whether it is in ${ranges.join(", ")}; a denied range refuses names it cannot check`,
+          }
+        : {
+            result: "no",
+            unchecked: true,
+            why: () =>
+              `${dest} matches no name in ${list(rule.to!)}, and an address range never admits a name the upstream resolves`,
+          };
+    }
     return {
       result: "unknown",
-      why: () => `${dest} matches no name in ${list(rule.to!)}; its addresses are checked after resolution`,
+      why: () => `${dest} matches no name in ${list(rule.to!)}; its addresses are checked one by one`,
     };
   }
   return { result: "no", why: () => `destination ${dest} is not in ${list(rule.to!)}` };
@@ -167,11 +199,18 @@ function matched(checks: Check[]): string {
   return yes.length ? yes.join("; ") : "it matches everything";
 }
 
-function fromRule(rule: Rule, verdict: "allow" | "deny", reason: string, pending: boolean): Decision {
+function fromRule(
+  rule: Rule,
+  verdict: "allow" | "deny",
+  reason: string,
+  pending: boolean,
+  unchecked: boolean,
+): Decision {
   const d: Decision = { verdict, rule: ruleLabel(rule), reason };
   if (rule.line !== undefined) d.line = rule.line;
   if (rule.log) d.log = true;
   if (pending) d.pending = true;
+  if (unchecked) d.unchecked = true;
   if (verdict === "allow" && rule.via !== undefined) d.route = rule.via;
   if (verdict === "allow" && rule.resolve !== undefined) d.resolve = rule.resolve;
   if (verdict === "allow" && (rule.bandwidth !== undefined || rule.sessions !== undefined)) {
@@ -185,10 +224,12 @@ function fromRule(rule: Rule, verdict: "allow" | "deny", reason: string, pending
 /**
  * The first rule that matches decides. Pure: the same rules and facts always give the same answer.
  *
- * A name target is decided twice. Before resolution (`facts.ip` unset) a rule that could only
- * match by address is undecided: an undecided deny is passed over (the address check will apply
- * it), an undecided allow admits the request pending that check. Then every resolved address is
- * decided with `facts.ip` set, where name patterns and address ranges are both known.
+ * What leaves the proxy is decided on the facts that will be used: an address (`facts.ip`, or an
+ * IP target), or a name handed unresolved to an upstream (`facts.unresolved`), where address
+ * ranges cannot vouch for it. src/policy/admit.ts says which applies. Only BIND and UDP at the
+ * command stage, before any peer or datagram, leave the destination open: a rule that depends on
+ * it is undecided there; an undecided deny is passed over (each destination is decided later),
+ * an undecided allow admits the command pending those decisions.
  */
 export function decide(rules: readonly Rule[], facts: Facts, options: { explain?: boolean } = {}): Decision {
   const trace: RuleTrace[] | undefined = options.explain ? [] : undefined;
@@ -199,8 +240,10 @@ export function decide(rules: readonly Rule[], facts: Facts, options: { explain?
     if (trace) d.trace = trace;
     return d;
   };
+  let unchecked = false;
   for (const rule of rules) {
     const checks = checkRule(rule, facts, ip);
+    if (checks.some((c) => c.unchecked)) unchecked = true;
     const no = checks.find((c) => c.result === "no");
     const unknown = checks.find((c) => c.result === "unknown");
     const step = (outcome: RuleTrace["outcome"], why: string): void => {
@@ -213,25 +256,28 @@ export function decide(rules: readonly Rule[], facts: Facts, options: { explain?
       continue;
     }
     if (unknown) {
-      if (trace) step("depends on address", unknown.why());
+      if (trace) step("depends on destination", unknown.why());
       if (rule.action === "deny") continue;
       return done(
         fromRule(
           rule,
           "allow",
-          `allowed by name, pending the check of each resolved address (${unknown.why()})`,
+          `allowed, pending the check of each destination (${unknown.why()})`,
           true,
+          unchecked,
         ),
       );
     }
     const why = matched(checks);
     step("matched", why);
-    return done(fromRule(rule, rule.action, `${rule.action} rule matched: ${why}`, false));
+    return done(fromRule(rule, rule.action, `${rule.action} rule matched: ${why}`, false, unchecked));
   }
   const stage = rules[0]?.stage ?? "rules";
-  return done({
+  const end: Decision = {
     verdict: "deny",
     rule: `end of ${stage}`,
     reason: `no ${stage === "clients" ? "client rule" : "rule"} matched; what no rule allows is denied`,
-  });
+  };
+  if (unchecked) end.unchecked = true;
+  return done(end);
 }

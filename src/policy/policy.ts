@@ -21,13 +21,21 @@ export interface ExplainOptions {
 
 /**
  * Policy is pure: the same question always gets the same answer, so the server, `ferry check`
- * and the tests all ask it the same way. `address` is asked again for every address a target
- * name resolves to (and for an IP target itself) before anything is dialled.
+ * and the tests all ask it the same way. Callers do not pick the questions: src/policy/admit.ts
+ * does, for the outbound path (src/dial/outbound.ts) and `ferry check` alike.
  */
 export interface Policy {
   client(client: string, options?: ExplainOptions): Decision;
-  request(q: RequestQuery, options?: ExplainOptions): Decision;
-  address(q: RequestQuery, ip: string, options?: ExplainOptions): Decision;
+  /**
+   * BIND and UDP ASSOCIATE before any peer or datagram: may the command run at all, through which
+   * route, under which caps. Each peer and each datagram's destination is decided on its own.
+   */
+  command(q: RequestQuery, options?: ExplainOptions): Decision;
+  /**
+   * The one decision about what leaves (or, for BIND, arrives): `ip` is the address used (an IP
+   * target is its own); without it, a name target leaves unresolved, for an upstream to resolve.
+   */
+  destination(q: RequestQuery, ip?: string, options?: ExplainOptions): Decision;
 }
 
 const allow = (rule: string, reason: string): Decision => ({ verdict: "allow", rule, reason });
@@ -44,6 +52,6 @@ export const defaultRequestDecision = (): Decision =>
 /** With no rules configured: clients from loopback only, every destination. */
 export const defaultPolicy: Policy = {
   client: defaultClientDecision,
-  request: defaultRequestDecision,
-  address: defaultRequestDecision,
+  command: defaultRequestDecision,
+  destination: defaultRequestDecision,
 };

@@ -36,16 +36,22 @@ export function buildPolicy(config: Config): Policy {
   const clients = placed(config.clients, "clients", config);
   const rules = placed(config.rules, "rules", config);
   const memberOf = groupIndex(config.groups);
-  const facts = (q: RequestQuery, ip?: string): Facts => {
+  const facts = (q: RequestQuery): Facts => {
     const f: Facts = { ...q };
     if (q.user !== undefined) f.groups = memberOf.get(q.user) ?? [];
+    return f;
+  };
+  const destinationFacts = (q: RequestQuery, ip: string | undefined): Facts => {
+    const f = facts(q);
     if (ip !== undefined) f.ip = ip;
+    else if (q.target.type === "domain") f.unresolved = true;
     return f;
   };
   return {
     client: (client, options) =>
       clients ? decide(clients, { client }, options) : defaultClientDecision(client),
-    request: (q, options) => (rules ? decide(rules, facts(q), options) : defaultRequestDecision()),
-    address: (q, ip, options) => (rules ? decide(rules, facts(q, ip), options) : defaultRequestDecision()),
+    command: (q, options) => (rules ? decide(rules, facts(q), options) : defaultRequestDecision()),
+    destination: (q, ip, options) =>
+      rules ? decide(rules, destinationFacts(q, ip), options) : defaultRequestDecision(),
   };
 }

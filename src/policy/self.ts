@@ -1,4 +1,5 @@
 import os from "node:os";
+import { isUnspecifiedIp } from "./addresses.js";
 import type { Decision } from "./decide.js";
 import type { Policy } from "./policy.js";
 import { policyIp } from "./rules.js";
@@ -49,32 +50,35 @@ export function isSelf(
 }
 
 /**
- * Wraps a policy so no request is ever relayed back into this server's own listening sockets (a
- * loop that would eat every session slot), whatever the rules say.
+ * Wraps a policy with what no rule can override: nothing is relayed back into this server's own
+ * listening sockets (a loop that would eat every session slot), and nothing goes to an
+ * unspecified address (0.0.0.0/8, ::, mapped forms), which the kernel takes as this host.
  */
 export function withSelfGuard(policy: Policy, endpoints: () => readonly Endpoint[]): Policy {
-  const refuse = (ip: string, port: number): Decision => ({
+  const refuse = (ip: string, port: number, reason: string): Decision => ({
     verdict: "deny",
     rule: "self",
-    reason: `${ip.includes(":") ? `[${ip}]` : ip}:${port} is one of this server's own listening sockets`,
+    reason: `${ip.includes(":") ? `[${ip}]` : ip}:${port} ${reason}`,
   });
   return {
     client: (c, o) => policy.client(c, o),
-    // Only CONNECT's request target is a place we connect to (BIND names the peer expected to
-    // connect in, UDP the client's own address); datagrams are checked address by address.
-    request: (q, o) => {
-      if (
-        q.command === "connect" &&
-        q.target.type !== "domain" &&
-        isSelf(q.target.host, q.target.port, endpoints())
-      ) {
-        return refuse(q.target.host, q.target.port);
+    command: (q, o) => policy.command(q, o),
+    destination: (q, ip, o) => {
+      const address = ip ?? (q.target.type === "domain" ? undefined : q.target.host);
+      // A BIND peer arrives from its address: it is not a place we connect to.
+      if (address !== undefined && q.command !== "bind") {
+        if (isUnspecifiedIp(address)) {
+          return refuse(
+            address,
+            q.target.port,
+            "is an unspecified address, which means this host; it is never a destination",
+          );
+        }
+        if (isSelf(address, q.target.port, endpoints())) {
+          return refuse(address, q.target.port, "is one of this server's own listening sockets");
+        }
       }
-      return policy.request(q, o);
+      return policy.destination(q, ip, o);
     },
-    address: (q, ip, o) =>
-      q.command !== "bind" && isSelf(ip, q.target.port, endpoints())
-        ? refuse(ip, q.target.port)
-        : policy.address(q, ip, o),
   };
 }

@@ -1,34 +1,39 @@
-import dgram from "node:dgram";
+import type dgram from "node:dgram";
 import type net from "node:net";
 import { GssEncapsulation, type GssProtector, unwrapDatagram, wrapDatagram } from "../auth/gssapi-stream.js";
-import { bindableExternal } from "../dial/egress.js";
+import { bindUdp, controlLocalAddress, familyOf, placement } from "../dial/announce.js";
+import { replyForError } from "../dial/errors.js";
+import type { Decided } from "../dial/outbound.js";
+import type { DatagramEvents, DatagramRouter } from "../dial/outbound-udp.js";
 import { normalizeIp } from "../policy/addresses.js";
 import type { RequestQuery } from "../policy/policy.js";
-import { formatAddress } from "../protocol/address.js";
+import { formatAddress, type SocksAddress } from "../protocol/address.js";
 import { Reply } from "../protocol/errors.js";
 import { Reassembler } from "../protocol/fragments.js";
 import { encodeUdpHeader, parseUdpDatagram, type UdpDatagram } from "../protocol/udp.js";
-import { bindUdp, controlLocalAddress, familyOf, placement } from "./announce.js";
+import { decideCommand, takeLease } from "./admission.js";
 import type { ServerContext, SessionRecord } from "./context.js";
-import { DnsCache } from "./dns-cache.js";
+import { decisionEvent } from "./decision-event.js";
 import type { Handshake } from "./handshake.js";
 import { TokenBucket } from "./limits.js";
 import { boundAddress } from "./replier.js";
 
-/** Destinations remembered per association, so their replies are let back in. Oldest go first. */
-const MAX_DESTINATIONS = 1024;
-
 /**
  * UDP ASSOCIATE (RFC 1928 §7): open a relay socket the client reaches, reply with its address,
  * relay datagrams until the TCP control connection closes or the association is idle too long.
+ * Each datagram's destination is decided and carried by the outbound path (DatagramRouter),
+ * direct or through an upstream, with the same limits, queue, fragments and records either way.
  */
 export async function associateCommand(
   hs: Handshake,
   query: RequestQuery,
   ctx: ServerContext,
   record: SessionRecord,
+  signal: AbortSignal,
   control: net.Socket,
 ): Promise<void> {
+  const decision = decideCommand(hs, query, ctx, record);
+  if (!decision) return;
   const limit = ctx.config.limits.associationsPerClient;
   const release = ctx.state.associations.acquire(record.client, limit);
   if (!release) {
@@ -36,8 +41,20 @@ export async function associateCommand(
     hs.replier.failure(Reply.GENERAL_FAILURE);
     return;
   }
-  const association = new UdpAssociation(hs, query, ctx, record);
+  const lease = takeLease(hs, query, decision, ctx, record);
+  if (!lease) return release();
+  const association = new UdpAssociation(hs, ctx, record);
   try {
+    try {
+      association.router = await ctx.outbound.associate(query, decision, association, {
+        signal,
+        timeoutMs: ctx.config.timeouts.connect,
+      });
+    } catch (err) {
+      record.reason = (err as Error).message;
+      hs.replier.failure(replyForError(err));
+      return;
+    }
     const local = controlLocalAddress(control);
     let { listenHost, announceHost } = placement(ctx.config, local);
     // The client sends from its own family: an external address of the other family is no use to it.
@@ -60,25 +77,26 @@ export async function associateCommand(
     await association.untilEnd();
   } finally {
     association.close();
+    lease.release();
     release();
   }
 }
 
-type DropReason = string;
-
-class UdpAssociation {
+/** The client side of one association: its relay socket, its datagrams, its record. */
+class UdpAssociation implements DatagramEvents {
+  router: DatagramRouter | undefined;
   private clientSocket: dgram.Socket | undefined;
-  private readonly outbound = new Map<4 | 6, dgram.Socket>();
   private readonly clientIp: string;
-  /** Fixed when the request named a port; otherwise the port the client last sent from. */
+  /**
+   * The one port the client sends from: the request's DST.PORT, or, when that is zero, the port
+   * of its first datagram. Anyone else on the client's address (another local user, another
+   * host behind the same NAT) cannot ride on this association.
+   */
   private clientPort: number | undefined;
-  private readonly fixedPort: boolean;
   private readonly reassembler = new Reassembler();
   private fragmentTimer: NodeJS.Timeout | undefined;
   private idleTimer: NodeJS.Timeout | undefined;
-  private readonly dns = new DnsCache();
-  private readonly destinations = new Set<string>();
-  /** Datagrams waiting for a name lookup or for a socket to send them. */
+  /** Datagrams waiting for a decision (a name lookup) or for a socket to send them. */
   private queued = 0;
   private closed = false;
   private ended: (() => void) | undefined;
@@ -87,14 +105,12 @@ class UdpAssociation {
 
   constructor(
     private readonly hs: Handshake,
-    private readonly query: RequestQuery,
     private readonly ctx: ServerContext,
     private readonly record: SessionRecord,
   ) {
     this.clientIp = record.client;
     // RFC 1928: DST.PORT is the port the client will send from, or zero when it does not know yet.
-    this.fixedPort = hs.target.port !== 0;
-    if (this.fixedPort) this.clientPort = hs.target.port;
+    if (hs.target.port !== 0) this.clientPort = hs.target.port;
     record.datagramsUp = 0;
     record.datagramsDown = 0;
     record.datagramsDropped = {};
@@ -148,26 +164,39 @@ class UdpAssociation {
     clearTimeout(this.idleTimer);
     clearTimeout(this.fragmentTimer);
     this.reassembler.expire();
-    for (const s of [this.clientSocket, ...this.outbound.values()]) {
-      try {
-        s?.close();
-      } catch {
-        // Already closed.
-      }
+    this.router?.close();
+    try {
+      this.clientSocket?.close();
+    } catch {
+      // Already closed.
     }
-    this.outbound.clear();
   }
 
-  private drop(reason: DropReason, n = 1): void {
+  drop(reason: string, n = 1): void {
     if (n <= 0) return;
     const counts = this.record.datagramsDropped!;
     counts[reason] = (counts[reason] ?? 0) + n;
   }
 
+  decided({ decision, ip }: Decided): void {
+    if (decision.log || decision.verdict === "deny") {
+      this.ctx.state.emit(
+        "decision",
+        decisionEvent(ip === undefined ? "request" : "address", this.record, decision, ip),
+      );
+    }
+  }
+
+  upstreamClosed(route: string, primary: boolean): void {
+    if (!primary) return;
+    if (!this.record.reason) this.record.reason = `the upstream route ${route} ended the UDP association`;
+    this.end();
+  }
+
   private fromClient(msg: Buffer, rinfo: dgram.RemoteInfo): void {
     if (this.closed) return;
     const source = normalizeIp(rinfo.address);
-    if (source !== this.clientIp || (this.fixedPort && rinfo.port !== this.clientPort)) {
+    if (source !== this.clientIp || (this.clientPort !== undefined && rinfo.port !== this.clientPort)) {
       this.drop("wrong source");
       return;
     }
@@ -179,7 +208,6 @@ class UdpAssociation {
         return;
       }
     }
-    if (!this.fixedPort) this.clientPort = rinfo.port;
     let datagram: UdpDatagram;
     try {
       datagram = parseUdpDatagram(msg);
@@ -187,6 +215,8 @@ class UdpAssociation {
       this.drop("malformed");
       return;
     }
+    // Pinned only by a datagram that is the client's own (well-formed, and GSSAPI-checked).
+    this.clientPort ??= rinfo.port;
     const result = this.reassembler.push(datagram);
     if (result.dropped > 0) this.drop(`fragment ${result.reason ?? "dropped"}`, result.dropped);
     if (result.started) this.startFragmentTimer();
@@ -203,45 +233,16 @@ class UdpAssociation {
 
   private async forward(d: UdpDatagram): Promise<void> {
     if (this.queued >= this.ctx.config.limits.udpQueue) return this.drop("queue full");
-    const query: RequestQuery = { ...this.query, target: d.address };
-    if (this.ctx.policy.request(query).verdict === "deny") return this.drop("denied");
     if (this.hs.throttle && !TokenBucket.admit(this.hs.throttle.up, d.data.length)) {
       return this.drop("over bandwidth");
     }
     this.queued++;
     try {
-      let candidates: string[];
-      if (d.address.type === "domain") {
-        try {
-          candidates = await this.dns.lookup(d.address.host);
-        } catch {
-          return this.drop("unresolved");
-        }
-      } else {
-        candidates = [d.address.host];
-      }
-      const ip = candidates.find((a) => this.ctx.policy.address(query, a).verdict === "allow");
-      if (ip === undefined) return this.drop("denied");
-      if (this.closed) return this.drop("closed");
-      const socket = this.outboundSocket(familyOf(ip));
-      const key = destinationKey(ip, d.address.port);
-      this.destinations.delete(key);
-      this.destinations.add(key);
-      if (this.destinations.size > MAX_DESTINATIONS) {
-        const oldest = this.destinations.values().next().value;
-        if (oldest !== undefined) this.destinations.delete(oldest);
-      }
-      await new Promise<void>((resolve) => {
-        socket.send(d.data, d.address.port, ip, (err) => {
-          if (err) this.drop("send failed");
-          else {
-            this.record.datagramsUp! += 1;
-            this.record.bytesUp += d.data.length;
-            this.idleTimer?.refresh();
-          }
-          resolve();
-        });
-      });
+      const dropped = await this.router!.send(d.address, d.data);
+      if (dropped) return this.drop(dropped);
+      this.record.datagramsUp! += 1;
+      this.record.bytesUp += d.data.length;
+      this.idleTimer?.refresh();
     } catch {
       this.drop("send failed");
     } finally {
@@ -249,34 +250,14 @@ class UdpAssociation {
     }
   }
 
-  /** Outbound sockets are separate from the client's: they must reach any destination, of either family. */
-  private outboundSocket(family: 4 | 6): dgram.Socket {
-    let socket = this.outbound.get(family);
-    if (!socket) {
-      const s = dgram.createSocket({ type: family === 6 ? "udp6" : "udp4", ipv6Only: family === 6 });
-      s.on("message", (msg, rinfo) => this.fromDestination(msg, rinfo));
-      s.on("error", () => {});
-      // Datagrams leave from the external address of their family when this host has one
-      // (docs/routes.md); otherwise send() binds the wildcard address and an ephemeral port.
-      const egress = bindableExternal(this.ctx.config.external);
-      const local = family === 6 ? egress.ipv6 : egress.ipv4;
-      if (local) s.bind({ address: local, port: 0 });
-      this.outbound.set(family, s);
-      socket = s;
-    }
-    return socket;
-  }
-
-  private fromDestination(msg: Buffer, rinfo: dgram.RemoteInfo): void {
+  reply(from: SocksAddress, data: Buffer): void {
     if (this.closed) return;
-    const source = normalizeIp(rinfo.address);
-    if (!this.destinations.has(destinationKey(source, rinfo.port))) return this.drop("unknown sender");
     if (this.clientPort === undefined) return this.drop("unknown sender");
     if (this.queued >= this.ctx.config.limits.udpQueue) return this.drop("queue full");
-    if (this.hs.throttle && !TokenBucket.admit(this.hs.throttle.down, msg.length)) {
+    if (this.hs.throttle && !TokenBucket.admit(this.hs.throttle.down, data.length)) {
       return this.drop("over bandwidth");
     }
-    let packet: Buffer = Buffer.concat([encodeUdpHeader(boundAddress(source, rinfo.port)), msg]);
+    let packet: Buffer = Buffer.concat([encodeUdpHeader(from), data]);
     if (this.protector) {
       try {
         packet = wrapDatagram(this.protector, packet);
@@ -289,12 +270,8 @@ class UdpAssociation {
       this.queued--;
       if (err) return this.drop("send failed");
       this.record.datagramsDown! += 1;
-      this.record.bytesDown += msg.length;
+      this.record.bytesDown += data.length;
       this.idleTimer?.refresh();
     });
   }
-}
-
-function destinationKey(ip: string, port: number): string {
-  return `${normalizeIp(ip)}|${port}`;
 }

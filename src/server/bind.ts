@@ -1,92 +1,109 @@
-import { lookup } from "node:dns/promises";
 import type net from "node:net";
 import type { Duplex } from "node:stream";
-import { normalizeIp } from "../policy/addresses.js";
+import { controlLocalAddress } from "../dial/announce.js";
+import { replyForError } from "../dial/errors.js";
+import type { Listening } from "../dial/outbound-bind.js";
 import type { RequestQuery } from "../policy/policy.js";
-import { formatAddress, isUnspecified, type SocksAddress } from "../protocol/address.js";
+import { formatAddress } from "../protocol/address.js";
 import { Reply } from "../protocol/errors.js";
-import { controlLocalAddress, listenTcp, placement } from "./announce.js";
+import { decideCommand, takeLease } from "./admission.js";
 import type { ServerContext, SessionRecord } from "./context.js";
+import { decisionEvent } from "./decision-event.js";
 import type { Handshake } from "./handshake.js";
 import { relay } from "./relay.js";
 import { boundAddress } from "./replier.js";
 
-type Wait = { peer: net.Socket } | { end: "timeout" | "client gone" };
+type Wait =
+  | { peer: Duplex; host: string; port: number }
+  | { end: "timeout" | "client gone" }
+  | { failed: Error };
 
 /**
- * BIND (RFC 1928 §4, SOCKS4): listen, reply with where, accept one peer from the expected address,
- * reply with who, then relay as CONNECT does. The listener closes after that one accept, on the
- * timeout (after a failure reply) and when the client goes away.
+ * BIND (RFC 1928 §4, SOCKS4): the outbound path listens (here, or on the route's last hop),
+ * the first reply says where, one peer the request named and policy admits is accepted, the
+ * second reply says who, then the relay as CONNECT does. The listener closes after that one
+ * accept, on the timeout (after a failure reply) and when the client goes away.
  */
 export async function bindCommand(
   hs: Handshake,
   query: RequestQuery,
   ctx: ServerContext,
   record: SessionRecord,
+  signal: AbortSignal,
   control: net.Socket,
 ): Promise<void> {
-  let expected: Set<string> | undefined;
+  const decision = decideCommand(hs, query, ctx, record);
+  if (!decision) return;
+  const lease = takeLease(hs, query, decision, ctx, record);
+  if (!lease) return;
   try {
-    expected = await expectedPeers(hs.target);
-  } catch (err) {
-    record.reason = `cannot resolve the expected BIND peer ${hs.target.host}: ${(err as NodeJS.ErrnoException).code ?? err}`;
-    hs.replier.failure(Reply.HOST_UNREACHABLE);
-    return;
+    let listening: Listening;
+    try {
+      listening = await ctx.outbound.bind(query, decision, {
+        signal,
+        timeoutMs: ctx.config.timeouts.connect,
+        controlLocal: controlLocalAddress(control),
+        onPeer: (ip, d) => {
+          if (d && (d.log || d.verdict === "deny"))
+            ctx.state.emit("decision", decisionEvent("address", record, d, ip));
+          if (!d || d.verdict === "deny") record.peersRefused = (record.peersRefused ?? 0) + 1;
+        },
+      });
+    } catch (err) {
+      record.reason = (err as Error).message;
+      hs.replier.failure(replyForError(err));
+      return;
+    }
+    const announced = boundAddress(listening.announced.host, listening.announced.port);
+    record.bound = formatAddress(announced);
+    hs.replier.success(announced);
+    const outcome = await waitForPeer(listening, hs, ctx.config.timeouts.bind);
+    // An upstream's BIND carries the peer over its control connection: close only when unused.
+    if (!("peer" in outcome)) listening.close();
+    if ("failed" in outcome) {
+      record.reason = outcome.failed.message;
+      hs.replier.failure(replyForError(outcome.failed));
+      return;
+    }
+    if ("end" in outcome) return endWithoutPeer(outcome.end, hs, ctx, record);
+    await relayPeer(outcome, hs, ctx, record);
+  } finally {
+    lease.release();
   }
-  const { listenHost, announceHost } = placement(ctx.config, controlLocalAddress(control));
-  let server: net.Server;
-  try {
-    server = await listenTcp(listenHost, ctx.config.relayPorts);
-  } catch (err) {
-    record.reason = `cannot open a BIND listener on ${listenHost}: ${(err as Error).message}`;
-    hs.replier.failure(Reply.GENERAL_FAILURE);
-    return;
-  }
-  const bound = boundAddress(announceHost, (server.address() as net.AddressInfo).port);
-  record.bound = formatAddress(bound);
-  hs.replier.success(bound);
+}
 
-  const outcome = await new Promise<Wait>((resolve) => {
+/** The peer, or why there is none: the timeout, the client leaving, the route giving up. */
+function waitForPeer(listening: Listening, hs: Handshake, timeoutMs: number): Promise<Wait> {
+  return new Promise<Wait>((resolve) => {
     let settled = false;
     const finish = (w: Wait): void => {
-      if (settled) return;
+      if (settled) {
+        if ("peer" in w) w.peer.destroy();
+        return;
+      }
       settled = true;
       clearTimeout(timer);
       hs.stream.off("end", gone);
       hs.stream.off("close", gone);
       hs.stream.off("error", gone);
-      server.close();
       resolve(w);
     };
     const gone = (): void => finish({ end: "client gone" });
-    const timer = setTimeout(() => finish({ end: "timeout" }), ctx.config.timeouts.bind);
+    const timer = setTimeout(() => finish({ end: "timeout" }), timeoutMs);
     // A client that closes (or half-closes) while waiting has given up on the peer.
     hs.stream.on("end", gone);
     hs.stream.on("close", gone);
     hs.stream.on("error", gone);
     if (hs.reader.peerEnded || hs.stream.destroyed) gone();
-    server.on("connection", (peer: net.Socket) => {
-      peer.on("error", () => {});
-      const ip = normalizeIp(peer.remoteAddress ?? "");
-      const allowed =
-        !settled && (!expected || expected.has(ip)) && ctx.policy.address(query, ip).verdict === "allow";
-      if (!allowed) {
-        // Not the peer the client named: turn it away and keep waiting for the right one.
-        if (!settled) record.peersRefused = (record.peersRefused ?? 0) + 1;
-        peer.destroy();
-        return;
-      }
-      finish({ peer });
-    });
+    listening.accepted.then(
+      (a) => finish({ peer: a.stream, host: a.peer.host, port: a.peer.port }),
+      (err: Error) => finish({ failed: err }),
+    );
   });
-
-  if ("end" in outcome) return endBindWithoutPeer(outcome.end, hs, ctx, record);
-  const peer = outcome.peer;
-  await relayBoundPeer(peer, peer.remoteAddress ?? "0.0.0.0", peer.remotePort ?? 0, hs, ctx, record);
 }
 
 /** The wait for the peer ended without one: a failure reply on timeout, a close if the client left. */
-export function endBindWithoutPeer(
+function endWithoutPeer(
   end: "timeout" | "client gone",
   hs: Handshake,
   ctx: ServerContext,
@@ -102,20 +119,18 @@ export function endBindWithoutPeer(
 }
 
 /** BIND's second reply (who connected), then the relay between the client and that peer. */
-export async function relayBoundPeer(
-  peerStream: Duplex,
-  host: string,
-  port: number,
+async function relayPeer(
+  peer: { peer: Duplex; host: string; port: number },
   hs: Handshake,
   ctx: ServerContext,
   record: SessionRecord,
 ): Promise<void> {
-  const peerAddress = boundAddress(host, port);
+  const peerAddress = boundAddress(peer.host, peer.port);
   record.peer = formatAddress(peerAddress);
   record.remote = record.peer;
   hs.replier.success(peerAddress);
   const leftover = hs.reader.release();
-  const result = await relay(hs.stream, peerStream, {
+  const result = await relay(hs.stream, peer.peer, {
     leftover,
     idleTimeoutMs: ctx.config.timeouts.idle,
     ...(hs.throttle && { throttle: hs.throttle }),
@@ -123,15 +138,4 @@ export async function relayBoundPeer(
   record.bytesUp += result.bytesUp;
   record.bytesDown += result.bytesDown;
   if (result.reason !== "completed") record.reason = result.reason.replace("target", "peer");
-}
-
-/**
- * The addresses the peer may come from: any (undefined) when the request named all zeros,
- * otherwise the IP named, or every address the name resolves to.
- */
-async function expectedPeers(target: SocksAddress): Promise<Set<string> | undefined> {
-  if (isUnspecified(target)) return undefined;
-  if (target.type !== "domain") return new Set([normalizeIp(target.host)]);
-  const all = await lookup(target.host, { all: true, verbatim: true });
-  return new Set(all.map((a) => normalizeIp(a.address)));
 }

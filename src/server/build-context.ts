@@ -6,7 +6,7 @@ import { userPassAuth } from "../auth/userpass.js";
 import { UserDatabase } from "../auth/users.js";
 import { ConfigError, effectiveAuth } from "../config/load.js";
 import type { Config } from "../config/schema.js";
-import { buildDialer } from "../dial/build-dialer.js";
+import { buildOutbound } from "../dial/build-outbound.js";
 import { buildPolicy } from "../policy/rule-policy.js";
 import { withSelfGuard } from "../policy/self.js";
 import type { ServerContext } from "./context.js";
@@ -40,7 +40,7 @@ export async function buildContext(config: Config, state = new ServerState()): P
     users,
     methods,
     policy,
-    dialer: buildDialer(config),
+    outbound: buildOutbound(config, policy),
     state,
   };
 }

@@ -1,64 +1,57 @@
 import { replyForError } from "../dial/errors.js";
-import type { ResolvePreference } from "../dial/family.js";
 import type { RequestQuery } from "../policy/policy.js";
 import { formatAddress } from "../protocol/address.js";
-import { Reply } from "../protocol/errors.js";
+import { admitTarget, takeLease } from "./admission.js";
 import type { ServerContext, SessionRecord } from "./context.js";
-import { decisionEvent } from "./decision-event.js";
 import type { Handshake } from "./handshake.js";
 import { relay } from "./relay.js";
 import { boundAddress } from "./replier.js";
 
-/** CONNECT: dial the target through the Dialer, reply with the real bound address, relay. */
+/**
+ * CONNECT: the target is decided (and resolved where the decision needs it), the admitting
+ * rule's limits taken, the target dialled through that rule's route, the real bound address
+ * replied, then the relay.
+ */
 export async function connectCommand(
   hs: Handshake,
   query: RequestQuery,
   ctx: ServerContext,
   record: SessionRecord,
   signal: AbortSignal,
-  /** The deciding rule's route (`via`) and family preference (`resolve`), docs/routes.md. */
-  route?: { route?: string; resolve?: ResolvePreference },
 ): Promise<void> {
-  let dialed: Awaited<ReturnType<typeof ctx.dialer.dial>>;
-  const denied: string[] = [];
+  // Resolution and the connection share timeouts.connect.
+  const timeoutMs = ctx.config.timeouts.connect;
+  const started = performance.now();
+  const admitted = await admitTarget(hs, query, ctx, record, { signal, timeoutMs });
+  if (!admitted) return;
+  const lease = takeLease(hs, query, admitted.decision, ctx, record);
+  if (!lease) return;
   try {
-    dialed = await ctx.dialer.dial(hs.target, {
-      signal,
-      timeoutMs: ctx.config.timeouts.connect,
-      ...(route?.route && { via: route.route }),
-      ...(route?.resolve && { resolve: route.resolve }),
-      allowAddress: (ip) => {
-        const d = ctx.policy.address(query, ip);
-        if (d.verdict === "deny") {
-          record.rule = d.rule;
-          denied.push(`${ip} by rule ${d.rule}: ${d.reason}`);
-        }
-        if (d.log || d.verdict === "deny")
-          ctx.state.emit("decision", decisionEvent("address", record, d, ip));
-        return d.verdict === "allow";
-      },
-    });
-  } catch (err) {
-    record.reason = (err as Error).message;
-    if (replyForError(err) === Reply.NOT_ALLOWED && denied.length > 0) {
-      record.reason += `; denied ${denied.join("; ")}`;
+    let dialed: Awaited<ReturnType<typeof ctx.outbound.connect>>;
+    try {
+      const left = timeoutMs > 0 ? Math.max(1, Math.round(timeoutMs - (performance.now() - started))) : 0;
+      dialed = await ctx.outbound.connect(admitted, { signal, timeoutMs: left });
+    } catch (err) {
+      record.reason = (err as Error).message;
+      hs.replier.failure(replyForError(err));
+      return;
     }
-    hs.replier.failure(replyForError(err));
-    return;
+    record.remote = formatAddress(dialed.remote);
+    const bound = boundAddress(dialed.local.host, dialed.local.port);
+    record.bound = formatAddress(bound);
+    hs.replier.success(bound);
+    const clientEnded = hs.reader.peerEnded;
+    const leftover = hs.reader.release();
+    const result = await relay(hs.stream, dialed.stream, {
+      leftover,
+      clientEnded,
+      idleTimeoutMs: ctx.config.timeouts.idle,
+      ...(hs.throttle && { throttle: hs.throttle }),
+    });
+    record.bytesUp += result.bytesUp;
+    record.bytesDown += result.bytesDown;
+    if (result.reason !== "completed") record.reason = result.reason;
+  } finally {
+    lease.release();
   }
-  record.remote = formatAddress(dialed.remote);
-  const bound = boundAddress(dialed.local.host, dialed.local.port);
-  record.bound = formatAddress(bound);
-  hs.replier.success(bound);
-  const clientEnded = hs.reader.peerEnded;
-  const leftover = hs.reader.release();
-  const result = await relay(hs.stream, dialed.stream, {
-    leftover,
-    clientEnded,
-    idleTimeoutMs: ctx.config.timeouts.idle,
-    ...(hs.throttle && { throttle: hs.throttle }),
-  });
-  record.bytesUp += result.bytesUp;
-  record.bytesDown += result.bytesDown;
-  if (result.reason !== "completed") record.reason = result.reason;
 }

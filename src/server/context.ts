@@ -1,7 +1,7 @@
 import type { AuthMethod } from "../auth/method.js";
 import type { UserDatabase } from "../auth/users.js";
 import type { Config } from "../config/schema.js";
-import type { Dialer } from "../dial/dialer.js";
+import type { Outbound } from "../dial/outbound.js";
 import type { Policy } from "../policy/policy.js";
 import type { ServerState } from "./state.js";
 
@@ -15,7 +15,8 @@ export interface ServerContext {
   /** Methods offered to SOCKS5 clients, most preferred first. */
   methods: AuthMethod[];
   policy: Policy;
-  dialer: Dialer;
+  /** The one way out: every target, datagram and BIND peer is decided and carried by it. */
+  outbound: Outbound;
   /** Limits, login throttling and decision events; shared by every context across reloads. */
   state: ServerState;
 }

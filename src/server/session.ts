@@ -1,19 +1,15 @@
 import type { Socket } from "node:net";
-import { upstreamRoute } from "../dial/chain.js";
 import { StreamReader } from "../io/reader.js";
 import type { RequestQuery } from "../policy/policy.js";
 import { formatAddress } from "../protocol/address.js";
-import { Reply } from "../protocol/errors.js";
 import type { Parser } from "../protocol/parse.js";
 import { type Sniffed, sniffProtocol } from "../protocol/sniff.js";
 import { associateCommand } from "./associate.js";
 import { bindCommand } from "./bind.js";
 import { connectCommand } from "./connect.js";
 import type { ServerContext, SessionRecord } from "./context.js";
-import { decisionEvent } from "./decision-event.js";
 import { type Handshake, SessionEnd, socks4Handshake, socks5Handshake } from "./handshake.js";
 import { rejectHttp } from "./http-reject.js";
-import { associateViaUpstream, bindViaUpstream } from "./upstream-commands.js";
 
 /** Peeks at the first bytes without consuming them. */
 const sniff: Parser<Sniffed> = (buf) => {
@@ -98,35 +94,12 @@ async function runCommand(
     command: hs.command,
     target: hs.target,
   };
-  const decision = ctx.policy.request(query);
-  record.rule = decision.rule;
-  if (decision.log) ctx.state.emit("decision", decisionEvent("request", record, decision));
-  if (decision.verdict === "deny") {
-    record.reason = `denied by rule ${decision.rule}: ${decision.reason}`;
-    hs.replier.failure(Reply.NOT_ALLOWED);
-    return;
-  }
-  const lease = ctx.state.limits.acquire(ctx.config, query, decision);
-  if (lease && "refused" in lease) {
-    record.reason = `refused: ${lease.refused}`;
-    hs.replier.failure(Reply.NOT_ALLOWED);
-    return;
-  }
-  if (lease?.throttle) hs.throttle = lease.throttle;
-  // BIND and UDP through an upstream need the route itself, not only a dial (docs/routes.md).
-  const upstream = hs.command === "connect" ? undefined : upstreamRoute(ctx.dialer, decision.route);
-  try {
-    switch (hs.command) {
-      case "connect":
-        return await connectCommand(hs, query, ctx, record, signal, decision);
-      case "bind":
-        if (upstream) return await bindViaUpstream(hs, ctx, record, upstream, signal);
-        return await bindCommand(hs, query, ctx, record, socket);
-      case "udp":
-        if (upstream) return await associateViaUpstream(hs, query, ctx, record, socket, upstream, signal);
-        return await associateCommand(hs, query, ctx, record, socket);
-    }
-  } finally {
-    lease?.release();
+  switch (hs.command) {
+    case "connect":
+      return await connectCommand(hs, query, ctx, record, signal);
+    case "bind":
+      return await bindCommand(hs, query, ctx, record, signal, socket);
+    case "udp":
+      return await associateCommand(hs, query, ctx, record, signal, socket);
   }
 }

@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import dgram from "node:dgram";
 import { once } from "node:events";
 import { test } from "node:test";
+import { buildOutbound } from "../../src/dial/build-outbound.js";
+import type { Policy } from "../../src/policy/policy.js";
 import { addressOf, type SocksAddress } from "../../src/protocol/address.js";
 import { encodeUdpDatagram, parseUdpDatagram } from "../../src/protocol/udp.js";
 import type { ServerContext } from "../../src/server/context.js";
@@ -339,16 +341,16 @@ test("policy is asked for every destination: a denied one is dropped, others rel
         assert.equal((await record).datagramsDropped?.denied, 1);
         a.client.close();
       },
-      (ctx) => ({
-        ...ctx,
-        policy: {
+      (ctx) => {
+        const policy: Policy = {
           ...ctx.policy,
-          address: (q, ip) =>
+          destination: (q, ip) =>
             q.target.port === denied.port
               ? { verdict: "deny", rule: "test", reason: `port ${denied.port} denied (${ip})` }
-              : ctx.policy.address(q, ip),
-        },
-      }),
+              : ctx.policy.destination(q, ip),
+        };
+        return { ...ctx, policy, outbound: buildOutbound(ctx.config, policy) };
+      },
     );
   } finally {
     await allowed.close();

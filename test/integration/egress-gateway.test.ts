@@ -3,7 +3,7 @@ import dgram from "node:dgram";
 import { once } from "node:events";
 import net from "node:net";
 import { after, describe, test } from "node:test";
-import { DirectDialer } from "../../src/dial/direct.js";
+import { buildOutbound } from "../../src/dial/build-outbound.js";
 import type { Resolved } from "../../src/dial/family.js";
 import { addressOf, encodeAddress, parseAddress, type SocksAddress } from "../../src/protocol/address.js";
 import { encodeUdpDatagram, parseUdpDatagram } from "../../src/protocol/udp.js";
@@ -99,7 +99,7 @@ describe("egress: external addresses", () => {
     // Handed straight to the dialer, past the load-time check that would leave it unbound.
     const ferry = await startFerry({}, {}, (ctx) => ({
       ...ctx,
-      dialer: new DirectDialer({ external: { ipv4: "192.0.2.99" } }),
+      outbound: buildOutbound(ctx.config, ctx.policy, { external: { ipv4: "192.0.2.99" } }),
     }));
     closers.push(ferry.close);
     const recordP = ferry.nextRecord();
@@ -186,7 +186,10 @@ describe("IPv4/IPv6 gateway", () => {
     ]);
     const lookup = async (host: string): Promise<Resolved[]> =>
       host === "six.test" ? [{ address: "::1", family: 6 }] : [];
-    const named = await startFerry({}, {}, (ctx) => ({ ...ctx, dialer: new DirectDialer({ lookup }) }));
+    const named = await startFerry({}, {}, (ctx) => ({
+      ...ctx,
+      outbound: buildOutbound(ctx.config, ctx.policy, { lookup }),
+    }));
     closers.push(named.close);
     const { data } = await rawExchange(named.port, v4a);
     assert.equal(data[1], 90, "SOCKS4a granted");
@@ -218,7 +221,7 @@ describe("IPv4/IPv6 gateway", () => {
     for (const resolve of ["system", "ipv4-first", "ipv6-first", "ipv4-only", "ipv6-only"] as const) {
       const ferry = await startFerry({}, {}, (ctx) => ({
         ...ctx,
-        dialer: new DirectDialer({ lookup, resolve }),
+        outbound: buildOutbound(ctx.config, ctx.policy, { lookup, resolve }),
       }));
       closers.push(ferry.close);
       const r = await socks5Connect(ferry, addressOf("dual.test", port));
@@ -238,7 +241,7 @@ describe("IPv4/IPv6 gateway", () => {
       {},
       (ctx) => ({
         ...ctx,
-        dialer: new DirectDialer({ lookup, resolve: "ipv4-only" }),
+        outbound: buildOutbound(ctx.config, ctx.policy, { lookup, resolve: "ipv4-only" }),
       }),
     );
     closers.push(perRule.close);
@@ -256,7 +259,7 @@ describe("IPv4/IPv6 gateway", () => {
 
     const only4 = await startFerry({}, {}, (ctx) => ({
       ...ctx,
-      dialer: new DirectDialer({ lookup, resolve: "ipv4-only" }),
+      outbound: buildOutbound(ctx.config, ctx.policy, { lookup, resolve: "ipv4-only" }),
     }));
     closers.push(only4.close);
     const named = await socks5Connect(only4, addressOf("six.test", port));

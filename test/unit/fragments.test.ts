@@ -2,10 +2,10 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import fc from "fast-check";
 import { parsePortRange } from "../../src/config/units.js";
+import { DnsCache } from "../../src/dial/dns-cache.js";
 import { addressOf } from "../../src/protocol/address.js";
 import { MAX_UDP_PAYLOAD, Reassembler } from "../../src/protocol/fragments.js";
 import type { UdpDatagram } from "../../src/protocol/udp.js";
-import { DnsCache } from "../../src/server/dns-cache.js";
 
 const to = addressOf("192.0.2.1", 53);
 const frag = (n: number, data: string, address = to): UdpDatagram => ({
@@ -149,7 +149,7 @@ test("the UDP name cache looks a name up once, shares lookups in flight, and is 
 });
 
 test("announced addresses: the control connection's local address, or the configured external one", async () => {
-  const { placement } = await import("../../src/server/announce.js");
+  const { placement } = await import("../../src/dial/announce.js");
   const { validateConfig } = await import("../../src/config/load.js");
   const base = { ...validateConfig({}, "test"), inlineUsers: [] };
   assert.deepEqual(placement(base, "127.0.0.1"), { listenHost: "127.0.0.1", announceHost: "127.0.0.1" });

@@ -57,85 +57,89 @@ const verdict = (d: Decision): string => d.verdict;
 describe("decide: each rule dimension allows and denies", () => {
   test("from (client address, v4 and v6)", async () => {
     const p = await allowOnly('{ from: [10.1.0.0/16, "fd00::/8"] }');
-    assert.equal(verdict(p.request(q({ client: "10.1.2.3" }))), "allow");
-    assert.equal(verdict(p.request(q({ client: "fd00::5" }))), "allow");
-    assert.equal(verdict(p.request(q({ client: "10.2.0.1" }))), "deny");
-    assert.equal(verdict(p.request(q({ client: "fe80::1" }))), "deny");
+    assert.equal(verdict(p.destination(q({ client: "10.1.2.3" }))), "allow");
+    assert.equal(verdict(p.destination(q({ client: "fd00::5" }))), "allow");
+    assert.equal(verdict(p.destination(q({ client: "10.2.0.1" }))), "deny");
+    assert.equal(verdict(p.destination(q({ client: "fe80::1" }))), "deny");
   });
 
   test("users: only the authenticated user listed", async () => {
     const p = await allowOnly("{ users: [alice] }");
-    assert.equal(verdict(p.request(q({ user: "alice", method: "userpass" }))), "allow");
-    assert.equal(verdict(p.request(q({ user: "bob", method: "userpass" }))), "deny");
-    assert.equal(verdict(p.request(q())), "deny", "no user at all never matches users:");
+    assert.equal(verdict(p.destination(q({ user: "alice", method: "userpass" }))), "allow");
+    assert.equal(verdict(p.destination(q({ user: "bob", method: "userpass" }))), "deny");
+    assert.equal(verdict(p.destination(q())), "deny", "no user at all never matches users:");
   });
 
   test("groups: members of a listed group", async () => {
     const p = await policyOf(
       "groups: { staff: [alice], ops: [carol] }\nrules:\n  - allow: { groups: [staff] }\n  - deny: {}\n",
     );
-    assert.equal(verdict(p.request(q({ user: "alice" }))), "allow");
-    assert.equal(verdict(p.request(q({ user: "carol" }))), "deny");
-    assert.equal(verdict(p.request(q())), "deny");
+    assert.equal(verdict(p.destination(q({ user: "alice" }))), "allow");
+    assert.equal(verdict(p.destination(q({ user: "carol" }))), "deny");
+    assert.equal(verdict(p.destination(q())), "deny");
   });
 
   test("methods", async () => {
     const p = await allowOnly("{ methods: [userpass] }");
-    assert.equal(verdict(p.request(q({ method: "userpass", user: "a" }))), "allow");
-    assert.equal(verdict(p.request(q({ method: "none" }))), "deny");
+    assert.equal(verdict(p.destination(q({ method: "userpass", user: "a" }))), "allow");
+    assert.equal(verdict(p.destination(q({ method: "none" }))), "deny");
   });
 
   test("versions", async () => {
     const p = await allowOnly("{ versions: [5] }");
-    assert.equal(verdict(p.request(q({ version: 5 }))), "allow");
-    assert.equal(verdict(p.request(q({ version: 4 }))), "deny");
+    assert.equal(verdict(p.destination(q({ version: 5 }))), "allow");
+    assert.equal(verdict(p.destination(q({ version: 4 }))), "deny");
   });
 
   test("commands", async () => {
     const p = await allowOnly("{ commands: [connect, udp] }");
-    assert.equal(verdict(p.request(q({ command: "connect" }))), "allow");
-    assert.equal(verdict(p.request(q({ command: "udp" }))), "allow");
-    assert.equal(verdict(p.request(q({ command: "bind" }))), "deny");
+    assert.equal(verdict(p.destination(q({ command: "connect" }))), "allow");
+    assert.equal(verdict(p.destination(q({ command: "udp" }))), "allow");
+    assert.equal(verdict(p.destination(q({ command: "bind" }))), "deny");
   });
 
   test("to: IPv4 and IPv6 ranges, single addresses, IPv4-mapped IPv6", async () => {
     const p = await allowOnly('{ to: [198.51.100.0/24, "2001:db8::/32", 192.0.2.7] }');
-    assert.equal(verdict(p.request(q({ to: "198.51.100.9:80" }))), "allow");
-    assert.equal(verdict(p.request(q({ to: "[2001:db8::1]:80" }))), "allow");
-    assert.equal(verdict(p.request(q({ to: "192.0.2.7:80" }))), "allow");
-    assert.equal(verdict(p.request(q({ to: "[::ffff:198.51.100.9]:80" }))), "allow", "mapped is IPv4");
-    assert.equal(verdict(p.request(q({ to: "192.0.2.8:80" }))), "deny");
-    assert.equal(verdict(p.request(q({ to: "[2001:db9::1]:80" }))), "deny");
+    assert.equal(verdict(p.destination(q({ to: "198.51.100.9:80" }))), "allow");
+    assert.equal(verdict(p.destination(q({ to: "[2001:db8::1]:80" }))), "allow");
+    assert.equal(verdict(p.destination(q({ to: "192.0.2.7:80" }))), "allow");
+    assert.equal(verdict(p.destination(q({ to: "[::ffff:198.51.100.9]:80" }))), "allow", "mapped is IPv4");
+    assert.equal(verdict(p.destination(q({ to: "192.0.2.8:80" }))), "deny");
+    assert.equal(verdict(p.destination(q({ to: "[2001:db9::1]:80" }))), "deny");
   });
 
   test("a deny range cannot be dodged with an IPv4-mapped IPv6 literal", async () => {
     const p = await policyOf("rules:\n  - deny: { to: [127.0.0.0/8] }\n  - allow: {}\n");
-    assert.equal(verdict(p.request(q({ to: "[::ffff:127.0.0.1]:22" }))), "deny");
-    assert.equal(verdict(p.address(q({ to: "example.net:22" }), "::ffff:127.0.0.1")), "deny");
+    assert.equal(verdict(p.destination(q({ to: "[::ffff:127.0.0.1]:22" }))), "deny");
+    assert.equal(verdict(p.destination(q({ to: "example.net:22" }), "::ffff:127.0.0.1")), "deny");
   });
 
   test("to: exact names and *.wildcards (case and trailing dot ignored)", async () => {
     const p = await allowOnly('{ to: ["*.example.com", "exact.test"] }');
-    assert.equal(verdict(p.request(q({ to: "www.example.com:443" }))), "allow");
-    assert.equal(verdict(p.request(q({ to: "a.b.EXAMPLE.com.:443" }))), "allow");
-    assert.equal(verdict(p.request(q({ to: "exact.test:443" }))), "allow");
+    assert.equal(verdict(p.destination(q({ to: "www.example.com:443" }))), "allow");
+    assert.equal(verdict(p.destination(q({ to: "a.b.EXAMPLE.com.:443" }))), "allow");
+    assert.equal(verdict(p.destination(q({ to: "exact.test:443" }))), "allow");
     assert.equal(
-      verdict(p.request(q({ to: "example.com:443" }))),
+      verdict(p.destination(q({ to: "example.com:443" }))),
       "deny",
       "the wildcard is below the name only",
     );
-    assert.equal(verdict(p.request(q({ to: "notexample.com:443" }))), "deny");
-    assert.equal(verdict(p.request(q({ to: "www.exact.test:443" }))), "deny");
-    assert.equal(verdict(p.request(q({ to: "192.0.2.1:443" }))), "deny", "names never match an IP literal");
+    assert.equal(verdict(p.destination(q({ to: "notexample.com:443" }))), "deny");
+    assert.equal(verdict(p.destination(q({ to: "www.exact.test:443" }))), "deny");
+    assert.equal(
+      verdict(p.destination(q({ to: "192.0.2.1:443" }))),
+      "deny",
+      "names never match an IP literal",
+    );
   });
 
   test("ports: lists and ranges", async () => {
     const p = await allowOnly('{ ports: [80, 443, "8000-8999"] }');
     for (const port of [80, 443, 8000, 8500, 8999]) {
-      assert.equal(verdict(p.request(q({ to: `192.0.2.1:${port}` }))), "allow", `port ${port}`);
+      assert.equal(verdict(p.destination(q({ to: `192.0.2.1:${port}` }))), "allow", `port ${port}`);
     }
     for (const port of [22, 7999, 9000]) {
-      assert.equal(verdict(p.request(q({ to: `192.0.2.1:${port}` }))), "deny", `port ${port}`);
+      assert.equal(verdict(p.destination(q({ to: `192.0.2.1:${port}` }))), "deny", `port ${port}`);
     }
   });
 
@@ -158,14 +162,14 @@ describe("decide: order, defaults, names and explanations", () => {
         "\n",
       ),
     );
-    const a = p.request(q({ to: "192.0.2.1:80" }));
+    const a = p.destination(q({ to: "192.0.2.1:80" }));
     assert.equal(a.verdict, "allow");
     assert.equal(a.rule, "rules[0] (ferry.yaml:2)");
     assert.equal(a.line, 2);
-    const b = p.request(q({ to: "192.0.2.1:81" }));
+    const b = p.destination(q({ to: "192.0.2.1:81" }));
     assert.equal(b.verdict, "deny");
     assert.equal(b.rule, "rules[1] (ferry.yaml:3)");
-    assert.equal(p.request(q({ to: "198.51.100.1:81" })).rule, "rules[2] (ferry.yaml:4)");
+    assert.equal(p.destination(q({ to: "198.51.100.1:81" })).rule, "rules[2] (ferry.yaml:4)");
   });
 
   test("no rules: loopback clients only, every destination", async () => {
@@ -174,38 +178,47 @@ describe("decide: order, defaults, names and explanations", () => {
     assert.equal(p.client("::1").verdict, "allow");
     assert.equal(p.client("::ffff:127.0.0.1").verdict, "allow");
     assert.equal(p.client("192.0.2.1").verdict, "deny");
-    assert.equal(p.request(q({ to: "10.0.0.1:22" })).verdict, "allow");
-    assert.equal(p.address(q({ to: "x.test:22" }), "169.254.169.254").verdict, "allow");
+    assert.equal(p.destination(q({ to: "10.0.0.1:22" })).verdict, "allow");
+    assert.equal(p.destination(q({ to: "x.test:22" }), "169.254.169.254").verdict, "allow");
   });
 
   test("rules that match nothing deny at the end", async () => {
     const p = await policyOf("rules:\n  - allow: { users: [alice] }\n");
-    const d = p.request(q());
+    const d = p.destination(q());
     assert.equal(d.verdict, "deny");
     assert.equal(d.rule, "end of rules");
   });
 
-  test("a name is allowed pending its addresses, and a denied address range catches it", async () => {
+  test("a name with its address: a denied address range catches it", async () => {
     const p = await policyOf(
       "rules:\n  - deny: { to: [127.0.0.0/8] }\n  - allow: { to: [localhost] }\n  - deny: {}\n",
     );
-    const byName = p.request(q({ to: "localhost:80" }), { explain: true });
-    assert.equal(byName.verdict, "allow");
-    assert.equal(byName.rule, "rules[1] (ferry.yaml:3)");
-    assert.equal(byName.trace?.[0]?.outcome, "depends on address");
-    const byAddress = p.address(q({ to: "localhost:80" }), "127.0.0.1");
+    const byAddress = p.destination(q({ to: "localhost:80" }), "127.0.0.1");
     assert.equal(byAddress.verdict, "deny");
     assert.equal(byAddress.rule, "rules[0] (ferry.yaml:2)");
-    assert.equal(p.address(q({ to: "localhost:80" }), "192.0.2.1").verdict, "allow");
+    const elsewhere = p.destination(q({ to: "localhost:80" }), "192.0.2.1", { explain: true });
+    assert.equal(elsewhere.verdict, "allow");
+    assert.equal(elsewhere.rule, "rules[1] (ferry.yaml:3)");
+    assert.equal(elsewhere.unchecked, undefined, "every range was checked against the address");
   });
 
-  test("an allow by address range admits a name pending the check of its addresses", async () => {
-    const p = await policyOf("rules:\n  - allow: { to: [198.51.100.0/24] }\n  - deny: {}\n");
-    const d = p.request(q({ to: "svc.test:80" }));
-    assert.equal(d.verdict, "allow");
-    assert.equal(d.pending, true);
-    assert.equal(p.address(q({ to: "svc.test:80" }), "198.51.100.5").verdict, "allow");
-    assert.equal(p.address(q({ to: "svc.test:80" }), "192.0.2.5").verdict, "deny");
+  test("a name left unresolved: an address range never admits it and a denied range refuses it", async () => {
+    const allowRange = await policyOf("rules:\n  - allow: { to: [198.51.100.0/24] }\n  - deny: {}\n");
+    const d = allowRange.destination(q({ to: "svc.test:80" }), undefined, { explain: true });
+    assert.equal(d.verdict, "deny");
+    assert.equal(d.rule, "rules[1] (ferry.yaml:3)");
+    assert.equal(d.unchecked, true, "the range could not be checked, so its addresses may decide");
+    assert.match(d.trace?.[0]?.why ?? "", /never admits a name the upstream resolves/);
+    assert.equal(allowRange.destination(q({ to: "svc.test:80" }), "198.51.100.5").verdict, "allow");
+    assert.equal(allowRange.destination(q({ to: "svc.test:80" }), "192.0.2.5").verdict, "deny");
+
+    const denyRange = await policyOf("rules:\n  - deny: { to: [127.0.0.0/8] }\n  - allow: {}\n");
+    const refused = denyRange.destination(q({ to: "anything.test:80" }));
+    assert.equal(refused.verdict, "deny", "fail closed: the upstream might resolve it into the range");
+    assert.equal(refused.rule, "rules[0] (ferry.yaml:2)");
+    assert.equal(refused.unchecked, true);
+    const byName = await policyOf("rules:\n  - deny: { to: [blocked.test] }\n  - allow: {}\n");
+    assert.equal(byName.destination(q({ to: "blocked.test:80" })).unchecked, undefined);
   });
 
   test("UDP ASSOCIATE: destinations and ports are decided per datagram, by address", async () => {
@@ -213,22 +226,22 @@ describe("decide: order, defaults, names and explanations", () => {
       'rules:\n  - deny: { to: [10.0.0.0/8] }\n  - allow: { commands: [udp], to: ["*.example.com"], ports: [53] }\n  - deny: {}\n',
     );
     const association = q({ command: "udp", to: "0.0.0.0:40000" });
-    const d = p.request(association);
+    const d = p.command(association);
     assert.equal(d.verdict, "allow", "the association is admitted pending each datagram");
     assert.equal(d.pending, true);
     const dns = q({ command: "udp", to: "ns.example.com:53" });
-    assert.equal(p.address(dns, "192.0.2.53").verdict, "allow");
-    assert.equal(p.address(dns, "10.0.0.53").verdict, "deny");
-    assert.equal(p.address(q({ command: "udp", to: "ns.example.com:54" }), "192.0.2.53").verdict, "deny");
-    assert.equal(p.address(q({ command: "udp", to: "192.0.2.53:53" }), "192.0.2.53").verdict, "deny");
-    assert.equal(p.request(q({ command: "connect", to: "0.0.0.0:40000" })).verdict, "deny");
+    assert.equal(p.destination(dns, "192.0.2.53").verdict, "allow");
+    assert.equal(p.destination(dns, "10.0.0.53").verdict, "deny");
+    assert.equal(p.destination(q({ command: "udp", to: "ns.example.com:54" }), "192.0.2.53").verdict, "deny");
+    assert.equal(p.destination(q({ command: "udp", to: "192.0.2.53:53" }), "192.0.2.53").verdict, "deny");
+    assert.equal(p.destination(q({ command: "connect", to: "0.0.0.0:40000" })).verdict, "deny");
   });
 
   test("explain says why each earlier rule did not match", async () => {
     const p = await policyOf(
       "groups: { staff: [alice] }\nrules:\n  - allow: { users: [alice] }\n  - allow: { groups: [staff] }\n  - allow: { ports: [80] }\n  - deny: {}\n",
     );
-    const d = p.request(q({ user: "bob", to: "192.0.2.1:22" }), { explain: true });
+    const d = p.destination(q({ user: "bob", to: "192.0.2.1:22" }), undefined, { explain: true });
     assert.equal(d.verdict, "deny");
     assert.deepEqual(
       d.trace?.map((t) => [t.rule, t.outcome, t.why]),
@@ -239,14 +252,14 @@ describe("decide: order, defaults, names and explanations", () => {
         ["rules[3] (ferry.yaml:6)", "matched", "it matches everything"],
       ],
     );
-    assert.equal(p.request(q()).trace, undefined, "no trace unless asked");
+    assert.equal(p.destination(q()).trace, undefined, "no trace unless asked");
   });
 
   test("log and caps are carried by the deciding rule", async () => {
     const p = await policyOf(
       "rules:\n  - allow: { ports: [80], bandwidth: 1MiB/s, sessions: 3, log: true }\n",
     );
-    const d = p.request(q({ to: "192.0.2.1:80" }));
+    const d = p.destination(q({ to: "192.0.2.1:80" }));
     assert.equal(d.log, true);
     assert.deepEqual(d.caps, { key: "rules[0]", bandwidth: 1024 * 1024, sessions: 3 });
   });
@@ -312,9 +325,9 @@ describe("self guard, rates and buckets", () => {
     const p = withSelfGuard(await policyOf("rules:\n  - allow: {}\n"), () => [
       { host: "127.0.0.1", port: 1080 },
     ]);
-    assert.equal(p.request(q({ to: "127.0.0.1:1080" })).rule, "self");
-    assert.equal(p.address(q({ to: "localhost:1080" }), "127.0.0.1").rule, "self");
-    assert.equal(p.address(q({ to: "localhost:1081" }), "127.0.0.1").verdict, "allow");
+    assert.equal(p.destination(q({ to: "127.0.0.1:1080" })).rule, "self");
+    assert.equal(p.destination(q({ to: "localhost:1080" }), "127.0.0.1").rule, "self");
+    assert.equal(p.destination(q({ to: "localhost:1081" }), "127.0.0.1").verdict, "allow");
   });
 
   test("parseRate understands the units people write", () => {

@@ -2,8 +2,8 @@ import dgram from "node:dgram";
 import net from "node:net";
 import type { Config } from "../config/schema.js";
 import type { PortRange } from "../config/units.js";
-import { externalFor, isLocalAddress } from "../dial/egress.js";
 import { normalizeIp } from "../policy/addresses.js";
+import { externalFor, isLocalAddress } from "./egress.js";
 
 /**
  * The local address of the client's control connection, as the client reached it. It is never a

@@ -1,0 +1,36 @@
+import type { External, ResolvePreference } from "../config/routes-schema.js";
+import type { Config } from "../config/schema.js";
+import type { Policy } from "../policy/policy.js";
+import { ChainDialer } from "./chain.js";
+import { DirectDialer } from "./direct.js";
+import { bindableExternal } from "./egress.js";
+import { HopPicker } from "./hop-picker.js";
+import { type Lookup, Outbound } from "./outbound.js";
+
+export interface OutboundOverrides {
+  /** A resolver of the test's own. */
+  lookup?: Lookup;
+  /** Egress addresses handed straight to the dialer, past the load-time check. */
+  external?: External;
+  picker?: HopPicker;
+  /** A family preference other than the configuration's. */
+  resolve?: ResolvePreference;
+}
+
+/**
+ * The server's way out for a configuration: direct, plus one chain dialer per upstream and chain
+ * name. One picker per context, so failover marks are shared by every route using an upstream.
+ */
+export function buildOutbound(config: Config, policy: Policy, overrides: OutboundOverrides = {}): Outbound {
+  const external = overrides.external ?? bindableExternal(config.external);
+  const resolve = overrides.resolve ?? config.resolve;
+  const common = { external, resolve, ...(overrides.lookup && { lookup: overrides.lookup }) };
+  const picker = overrides.picker ?? new HopPicker();
+  const routes = new Map<string, ChainDialer>();
+  for (const [name, route] of config.routes?.routes ?? [])
+    routes.set(name, new ChainDialer(route, picker, common));
+  return new Outbound(policy, config, new DirectDialer({ external }), routes, {
+    resolve,
+    ...(overrides.lookup && { lookup: overrides.lookup }),
+  });
+}
