@@ -43,8 +43,10 @@ export function buildPolicy(config: Config): Policy {
   };
   const destinationFacts = (q: RequestQuery, ip: string | undefined): Facts => {
     const f = facts(q);
+    // Always final: an address (given, or the target's own), or a name that leaves unresolved.
     if (ip !== undefined) f.ip = ip;
     else if (q.target.type === "domain") f.unresolved = true;
+    else f.ip = q.target.host;
     return f;
   };
   return {
