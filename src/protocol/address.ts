@@ -1,5 +1,6 @@
 import ipaddr from "ipaddr.js";
 import { ProtocolError, Reply } from "./errors.js";
+import { readHostName } from "./hostname.js";
 import { assertPort, readPort, writePort } from "./parse.js";
 
 export type AddressType = "ipv4" | "ipv6" | "domain";
@@ -65,10 +66,21 @@ export function encodeAddress(a: SocksAddress): Buffer {
   }
 }
 
+/**
+ * How a DOMAINNAME is read. "checked" (requests, UDP headers): through readHostName, so what
+ * policy compares is what the resolver gets; an invalid name is refused with 0x04 (host
+ * unreachable: a name that cannot exist cannot be reached, as if it did not resolve; 0x01 would
+ * blame the proxy and make chaining clients drop a working hop). "as-sent" (replies to our
+ * client): the peer is the proxy we chose, and refusing its odd BND.ADDR would fail a working
+ * CONNECT over an informational field.
+ */
+export type NameReading = "checked" | "as-sent";
+
 /** Parses ATYP + ADDR + PORT starting at `at`; returns the address and the offset after it. */
 export function parseAddress(
   buf: Uint8Array,
   at: number,
+  names: NameReading = "checked",
 ): { address: SocksAddress; next: number } | undefined {
   if (buf.length < at + 1) return undefined;
   const atyp = buf[at]!;
@@ -88,8 +100,14 @@ export function parseAddress(
       const len = buf[at + 1]!;
       if (len === 0) throw new ProtocolError("empty domain name", Reply.GENERAL_FAILURE);
       if (buf.length < at + 2 + len + 2) return undefined;
-      const host = Buffer.from(buf.buffer, buf.byteOffset + at + 2, len).toString("utf8");
-      return { address: { type: "domain", host, port: readPort(buf, at + 2 + len) }, next: at + 4 + len };
+      const bytes = buf.subarray(at + 2, at + 2 + len);
+      const port = readPort(buf, at + 2 + len);
+      const next = at + 4 + len;
+      if (names === "as-sent") {
+        const host = Buffer.from(bytes.buffer, bytes.byteOffset, len).toString("utf8");
+        return { address: { type: "domain", host, port }, next };
+      }
+      return { address: { ...readHostName(bytes, Reply.HOST_UNREACHABLE), port }, next };
     }
     default:
       throw new ProtocolError(
@@ -106,6 +124,24 @@ export function ipv4Bytes(host: string): Uint8Array {
 
 export function ipv6Text(bytes: Uint8Array): string {
   return new ipaddr.IPv6(Array.from(bytes)).toRFC5952String();
+}
+
+/**
+ * Whether an address text is "this host" rather than a destination: 0.0.0.0/8, ::, and the
+ * IPv4-mapped ::ffff:0.0.0.0/104. Connecting to one reaches the local machine on most systems.
+ * Lenient on input (brackets, legacy IPv4 forms like `0`), since being wrong here means letting
+ * such a target through; false for anything that is not an address.
+ */
+export function isUnspecifiedIp(host: string): boolean {
+  const bare = host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
+  if (!ipaddr.isValid(bare)) return false;
+  let ip = ipaddr.parse(bare);
+  if (ip.kind() === "ipv6") {
+    const v6 = ip as ipaddr.IPv6;
+    if (!v6.isIPv4MappedAddress()) return v6.parts.every((p) => p === 0);
+    ip = v6.toIPv4Address();
+  }
+  return (ip as ipaddr.IPv4).octets[0] === 0;
 }
 
 /** The all-zero address of a family: what "no address" means in BIND and UDP requests. */

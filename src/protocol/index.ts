@@ -2,6 +2,7 @@ export * from "./address.js";
 export * from "./errors.js";
 export * from "./fragments.js";
 export * from "./gssapi.js";
+export * from "./hostname.js";
 export * from "./parse.js";
 export * from "./sniff.js";
 export * from "./socks4.js";

@@ -1,5 +1,6 @@
 import { ipv4Bytes, type SocksAddress } from "./address.js";
 import { ProtocolError, Socks4Reply } from "./errors.js";
+import { readHostName } from "./hostname.js";
 import { type Parsed, readPort, writePort } from "./parse.js";
 
 export const SOCKS4 = 0x04;
@@ -7,7 +8,10 @@ const MAX_FIELD = 255;
 
 export interface Socks4Request {
   command: "connect" | "bind";
-  /** IPv4 for SOCKS4; a domain when the request used the SOCKS4a 0.0.0.x marker. */
+  /**
+   * IPv4 for SOCKS4; for SOCKS4a (the 0.0.0.x marker) the checked name, which is an IPv4 or IPv6
+   * address when the name was a literal.
+   */
   address: SocksAddress;
   userId: string;
 }
@@ -50,8 +54,9 @@ export function parseSocks4Request(buf: Uint8Array): Parsed<Socks4Request> {
   const hostEnd = nulTerminated(buf, userEnd + 1, "SOCKS4a hostname");
   if (hostEnd === undefined) return undefined;
   if (hostEnd === userEnd + 1) throw new ProtocolError("empty SOCKS4a hostname", Socks4Reply.REJECTED);
-  const host = b.toString("utf8", userEnd + 1, hostEnd);
-  return { value: { command, address: { type: "domain", host, port }, userId }, consumed: hostEnd + 1 };
+  // The NUL ends the name here, but the other bytes need the same check as a SOCKS5 name.
+  const host = readHostName(buf.subarray(userEnd + 1, hostEnd), Socks4Reply.REJECTED);
+  return { value: { command, address: { ...host, port }, userId }, consumed: hostEnd + 1 };
 }
 
 export function encodeSocks4Request(r: Socks4Request): Buffer {

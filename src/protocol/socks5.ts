@@ -85,7 +85,7 @@ export function parseReply(buf: Uint8Array): Parsed<Socks5Reply> {
   if (buf[0] !== SOCKS5) throw new ProtocolError(`expected SOCKS version 5 in reply, got ${buf[0]}`);
   if (buf.length < 3) return undefined;
   if (buf[2] !== 0) throw new ProtocolError("reserved byte of the reply is not zero");
-  const parsed = parseAddress(buf, 3);
+  const parsed = parseAddress(buf, 3, "as-sent");
   if (!parsed) return undefined;
   return { value: { reply: buf[1]!, address: parsed.address }, consumed: parsed.next };
 }

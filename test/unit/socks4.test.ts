@@ -11,6 +11,8 @@ import {
 import { assertNeedsMoreAtEveryPrefix, assertProtocolError, hex, parseExactly } from "../helpers/codec.js";
 
 const REJECTED = Socks4Reply.REJECTED;
+/** Three 63-byte labels and one of 61: 253 bytes. */
+const name253 = `${"a".repeat(63)}.${"b".repeat(63)}.${"c".repeat(63)}.${"d".repeat(61)}`;
 
 describe("SOCKS4 and SOCKS4a request", () => {
   const cases: { name: string; request: Socks4Request; bytes: Buffer }[] = [
@@ -47,17 +49,17 @@ describe("SOCKS4 and SOCKS4a request", () => {
       bytes: Buffer.concat([hex("04 01 01bb 00000001 00"), Buffer.from("example.com"), hex("00")]),
     },
     {
-      name: "SOCKS4a with a USERID and a 255-byte hostname",
+      name: "SOCKS4a with a USERID and a 253-byte hostname (the longest name)",
       request: {
         command: "connect",
-        address: { type: "domain", host: "h".repeat(255), port: 8080 },
+        address: { type: "domain", host: name253, port: 8080 },
         userId: "alice",
       },
       bytes: Buffer.concat([
         hex("04 01 1f90 00000001"),
         Buffer.from("alice"),
         hex("00"),
-        Buffer.from("h".repeat(255)),
+        Buffer.from(name253),
         hex("00"),
       ]),
     },
@@ -118,6 +120,34 @@ describe("SOCKS4 and SOCKS4a request", () => {
       REJECTED,
       /hostname is longer than 255/,
     );
+  });
+
+  test("SOCKS4a hostnames are checked like SOCKS5 names: 91 with the bytes escaped, or normalised", () => {
+    const head = hex("04 01 0050 00000001 00");
+    const parse = (name: string | Buffer) =>
+      parseSocks4Request(Buffer.concat([head, Buffer.from(name), hex("00")]));
+    assertProtocolError(
+      () => parse("localhost\n"),
+      REJECTED,
+      /^invalid host name "localhost\\x0a": byte "\\x0a" at 9 is not allowed in a host name$/,
+    );
+    assertProtocolError(
+      () => parse(Buffer.from("68c3a9", "hex")),
+      REJECTED,
+      /"h\\xc3\\xa9": non-ASCII byte 0xc3 at 1/,
+    );
+    for (const bad of ["127.1", "0", "2130706433", "0x7f.1", "a..b", "-a", "h".repeat(254)])
+      assertProtocolError(() => parse(bad), REJECTED, /^invalid host name/);
+    assert.deepEqual(parse("LocalHost.")?.value.address, { type: "domain", host: "localhost", port: 80 });
+    assert.deepEqual(parse("127.0.0.1")?.value.address, { type: "ipv4", host: "127.0.0.1", port: 80 });
+    assert.deepEqual(parse("::1")?.value.address, { type: "ipv6", host: "::1", port: 80 });
+    // The client's encoder sends what it is given: only the server's parse checks.
+    const sent = encodeSocks4Request({
+      command: "connect",
+      address: { type: "domain", host: "Example.COM.", port: 80 },
+      userId: "",
+    });
+    assert.deepEqual(sent.subarray(9, -1), Buffer.from("Example.COM."));
   });
 
   test("an empty SOCKS4a hostname gets 91", () => {

@@ -16,6 +16,8 @@ import {
 import { assertNeedsMoreAtEveryPrefix, assertProtocolError, hex, parseExactly } from "../helpers/codec.js";
 
 const domain255 = [..."abcd"].map((c) => c.repeat(63)).join(".");
+/** The longest name a server accepts: 253 bytes. */
+const domain253 = domain255.slice(0, 253);
 
 describe("SOCKS5 greeting and method selection", () => {
   test("greeting encodes and parses to the byte", () => {
@@ -97,10 +99,10 @@ describe("SOCKS5 request", () => {
         bytes: hex("05 01 00 03 01 61 1f90"),
       },
       {
-        name: "CONNECT a 255-byte domain",
+        name: "CONNECT a 253-byte domain",
         command: "connect",
-        address: { type: "domain", host: domain255, port: 443 },
-        bytes: Buffer.concat([hex("05 01 00 03 ff"), Buffer.from(domain255), hex("01bb")]),
+        address: { type: "domain", host: domain253, port: 443 },
+        bytes: Buffer.concat([hex("05 01 00 03 fd"), Buffer.from(domain253), hex("01bb")]),
       },
     ];
 
@@ -157,6 +159,43 @@ describe("SOCKS5 request", () => {
     assertProtocolError(() => parseRequest(hex("05 01 00 03 00")), Reply.GENERAL_FAILURE);
   });
 
+  test("DOMAINNAME is checked: 0x04 with the bytes escaped in the message", () => {
+    const request = (name: Buffer) =>
+      Buffer.concat([hex("05 01 00 03"), Buffer.from([name.length]), name, hex("0050")]);
+    assertProtocolError(
+      () => parseRequest(request(Buffer.from("localhost\0anything"))),
+      Reply.HOST_UNREACHABLE,
+      /^invalid host name "localhost\\x00anything": NUL byte at 9$/,
+    );
+    assertProtocolError(
+      () => parseRequest(request(Buffer.from("localhost\0.example.com"))),
+      Reply.HOST_UNREACHABLE,
+      /NUL byte at 9/,
+    );
+    // 255 bytes fit the length byte but not DNS: the encoder sends it, the server refuses it.
+    const long = encodeRequest({
+      command: "connect",
+      address: { type: "domain", host: domain255, port: 80 },
+    });
+    assertProtocolError(() => parseRequest(long), Reply.HOST_UNREACHABLE, /255 bytes long, at most 253/);
+  });
+
+  test("DOMAINNAME is normalised: lower case, no trailing dot, literals become addresses", () => {
+    const parsed = (host: string) =>
+      parseExactly(
+        parseRequest,
+        encodeRequest({ command: "connect", address: { type: "domain", host, port: 1 } }),
+      ).address;
+    assert.deepEqual(parsed("Example.COM."), { type: "domain", host: "example.com", port: 1 });
+    assert.deepEqual(parsed("127.0.0.1"), { type: "ipv4", host: "127.0.0.1", port: 1 });
+    assert.deepEqual(parsed("[2001:DB8::1]"), { type: "ipv6", host: "2001:db8::1", port: 1 });
+    // What was sent is what encodeRequest wrote: the client side does not rewrite names.
+    assert.deepEqual(
+      encodeAddress({ type: "domain", host: "Example.COM.", port: 1 }),
+      Buffer.concat([hex("03 0c"), Buffer.from("Example.COM."), hex("0001")]),
+    );
+  });
+
   test("the encoder refuses domains of 0 or 256 bytes and bad ports", () => {
     const bad: SocksAddress[] = [
       { type: "domain", host: "", port: 80 },
@@ -207,6 +246,15 @@ describe("SOCKS5 reply", () => {
       assertNeedsMoreAtEveryPrefix(parseReply, c.bytes);
     });
   }
+
+  test("a reply's BND.ADDR name is taken as sent: the client chose that proxy", () => {
+    const bytes = Buffer.concat([hex("05 00 00 03 0a"), Buffer.from("Relay.Test"), hex("0438")]);
+    assert.deepEqual(parseExactly(parseReply, bytes).address, {
+      type: "domain",
+      host: "Relay.Test",
+      port: 1080,
+    });
+  });
 
   test("a failure reply without an address carries 0.0.0.0:0", () => {
     assert.deepEqual(encodeReply(Reply.GENERAL_FAILURE), hex("05 01 00 01 00000000 0000"));

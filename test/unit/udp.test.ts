@@ -65,6 +65,32 @@ describe("SOCKS5 UDP header", () => {
     );
   });
 
+  test("a DOMAINNAME is checked and normalised like a request's", () => {
+    const header = (name: string) =>
+      Buffer.concat([
+        hex("0000 00 03"),
+        Buffer.from([name.length]),
+        Buffer.from(name, "latin1"),
+        hex("0035 ff"),
+      ]);
+    assertProtocolError(
+      () => parseUdpDatagram(header("localhost\0.example.com")),
+      Reply.HOST_UNREACHABLE,
+      /^invalid host name "localhost\\x00\.example\.com": NUL byte at 9$/,
+    );
+    assertProtocolError(() => parseUdpDatagram(header("2130706433")), Reply.HOST_UNREACHABLE, /dotted-quad/);
+    assert.deepEqual(parseUdpDatagram(header("Example.COM.")).address, {
+      type: "domain",
+      host: "example.com",
+      port: 53,
+    });
+    assert.deepEqual(parseUdpDatagram(header("127.0.0.1")).address, {
+      type: "ipv4",
+      host: "127.0.0.1",
+      port: 53,
+    });
+  });
+
   test("the encoder refuses an invalid FRAG", () => {
     const a = { type: "ipv4" as const, host: "127.0.0.1", port: 53 };
     for (const frag of [-1, 256, 1.5]) assert.throws(() => encodeUdpHeader(a, frag), RangeError);
