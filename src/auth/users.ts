@@ -24,13 +24,14 @@ export function decoyHash(cost: number): string {
  *
  * A refusal takes as long whether the name exists or not, whatever the hashes' costs (a file may
  * mix `htpasswd -B` at cost 5 with `ferry users add` at cost 10, and bcrypt doubles per step):
- * - an unknown name is checked against a decoy hash at the file's highest cost;
- * - a failure that cost less than that (a user with a cheaper hash, or a command-line user when
- *   the file has hashes) is held until it has taken as long as a top-cost check: the worker's time
- *   for one of the last top-cost checks, picked at random so the held times spread as real ones do.
+ * - an unknown name, or a wrong password for a command-line user when the file has hashes, is
+ *   checked against a decoy hash at the file's highest cost;
+ * - a user with a cheaper hash has its failure held until it has taken as long as a top-cost
+ *   check: the worker's time for one of the last top-cost checks, picked at random so the held
+ *   times spread as real ones do.
  * The decoy alone would leave each cheaper user telling; padding alone has nothing to measure
  * until a top-cost check has run (the first cheaper failure then runs the decoy to measure one).
- * Only the time bcrypt itself takes is padded: the wait for a worker is the same on every path.
+ * Only the time bcrypt itself takes is padded: every failing path waits for a worker once.
  */
 export class UserDatabase {
   private readonly users = new Map<string, Verifier>();
@@ -52,10 +53,10 @@ export class UserDatabase {
       this.users.set(u.name, { kind: "bcrypt", hash: u.hash, cost: Number(u.hash.slice(4, 6)) });
     for (const u of inlineUsers)
       this.users.set(u.name, { kind: "digest", digest: this.digest(u.name, u.password) });
-    // A command-line user may share a name with a file user and replace it.
-    const costs = [...this.users.values()].flatMap((v) => (v.kind === "bcrypt" ? [v.cost] : []));
-    const cost = Math.max(...costs);
-    this.top = costs.length > 0 ? { cost, decoy: decoyHash(cost) } : undefined;
+    // Of the users left: a command-line user may share a name with a file user and replace it.
+    let cost: number | undefined;
+    for (const v of this.users.values()) if (v.kind === "bcrypt") cost = Math.max(cost ?? 0, v.cost);
+    this.top = cost === undefined ? undefined : { cost, decoy: decoyHash(cost) };
   }
 
   get size(): number {
@@ -81,25 +82,20 @@ export class UserDatabase {
     const top = this.top;
     // Digests only: one constant-time comparison on every path (the decoy digest matches nothing).
     if (!top) return timingSafeEqual(given, v?.kind === "digest" ? v.digest : this.decoyDigest);
-    if (!v) {
+    if (v?.kind === "digest" && timingSafeEqual(given, v.digest)) return true;
+    if (v?.kind !== "bcrypt") {
+      // An unknown name, or a command-line user's wrong password: what a top-cost user costs.
       await this.bcrypt(password, top.decoy, top.cost);
       return false;
     }
-    let spentMs = 0;
-    if (v.kind === "digest") {
-      if (timingSafeEqual(given, v.digest)) return true;
-    } else {
-      const cached = this.verified.get(name);
-      if (cached && cached.until > Date.now() && timingSafeEqual(given, cached.digest)) return true;
-      const { ok, ms } = await this.bcrypt(password, v.hash, v.cost);
-      if (ok) {
-        this.verified.set(name, { digest: given, until: Date.now() + CACHE_MS });
-        return true;
-      }
-      if (v.cost === top.cost) return false;
-      spentMs = ms;
+    const cached = this.verified.get(name);
+    if (cached && cached.until > Date.now() && timingSafeEqual(given, cached.digest)) return true;
+    const { ok, ms } = await this.bcrypt(password, v.hash, v.cost);
+    if (ok) {
+      this.verified.set(name, { digest: given, until: Date.now() + CACHE_MS });
+      return true;
     }
-    await this.padToTopCost(password, spentMs, top);
+    if (v.cost < top.cost) await this.padToTopCost(password, ms, top);
     return false;
   }
 
