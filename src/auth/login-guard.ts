@@ -1,4 +1,6 @@
 import { EventEmitter } from "node:events";
+import { setTimeout as sleep } from "node:timers/promises";
+import ipaddr from "ipaddr.js";
 
 export interface LoginEvent {
   client: string;
@@ -19,7 +21,23 @@ export interface LoginGuardOptions {
   forgetMs?: number;
   /** Client addresses remembered at most (the oldest are forgotten first). */
   maxClients?: number;
+  /** Attempts from one client address (IPv6: one /64) in line or being checked at once. */
+  maxPendingPerClient?: number;
+  /** Attempts from everyone in line or being checked at once. */
+  maxPending?: number;
 }
+
+/**
+ * Defaults for the bounds on attempts in line. 32 per address: browsers open up to 32
+ * connections to one proxy at once, each its own login, and with the same credentials they
+ * drain fast (the first success is cached, users.ts); a guesser gains nothing from a longer line,
+ * as its attempts are checked one by one. 256 in all: one worker checks ~12 cost-10 hashes a
+ * second, so a longer line could not be checked before the handshake timeout (10 s) ends it.
+ */
+export const LOGIN_LINE_DEFAULTS = { maxPendingPerClient: 32, maxPending: 256 };
+
+/** The outcome of one attempt: checked and right, checked and wrong, or not checked at all. */
+export type LoginOutcome = { ok: true } | { ok: false; refused?: string };
 
 interface Entry {
   failures: number;
@@ -28,19 +46,30 @@ interface Entry {
   notBefore: number;
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
 /**
- * Slows password guessing from one client address: each failure makes that address wait longer
- * (200 ms, 400 ms, 800 ms, ... up to 10 s) before its failure reply and before its next attempt
- * is even checked. Emits a `login` event for every attempt, good or bad, for the log.
+ * Slows password guessing from one client address (an IPv6 client by its /64, which one host
+ * usually holds whole): each failure makes that address wait longer (200 ms, 400 ms, 800 ms,
+ * ... up to 10 s) before its failure reply and before its next attempt is even checked.
+ *
+ * Attempts are checked one at a time per address and user, each waiting in line until the one
+ * before has finished, failure delay included, so sending many at once gains nothing. Once an
+ * address has a failure on record, all its attempts share one line, whatever user they name, so
+ * trying one password on many users at once gains nothing either. An attempt beyond the bounds
+ * on the lines (LOGIN_LINE_DEFAULTS) is refused unchecked. Emits a `login` event for every
+ * checked attempt, good or bad, for the log.
  */
 export class LoginGuard extends EventEmitter<{ login: [LoginEvent] }> {
   private readonly clients = new Map<string, Entry>();
+  private readonly lines = new Lines();
+  /** Attempts in line or being checked, per client group. */
+  private readonly pendingPer = new Map<string, number>();
+  private pendingAll = 0;
   private readonly base: number;
   private readonly max: number;
   private readonly forget: number;
   private readonly maxClients: number;
+  readonly maxPendingPerClient: number;
+  readonly maxPending: number;
 
   constructor(options: LoginGuardOptions = {}) {
     super();
@@ -48,42 +77,135 @@ export class LoginGuard extends EventEmitter<{ login: [LoginEvent] }> {
     this.max = options.maxDelayMs ?? 10_000;
     this.forget = options.forgetMs ?? 15 * 60_000;
     this.maxClients = options.maxClients ?? 10_000;
+    this.maxPendingPerClient = options.maxPendingPerClient ?? LOGIN_LINE_DEFAULTS.maxPendingPerClient;
+    this.maxPending = options.maxPending ?? LOGIN_LINE_DEFAULTS.maxPending;
   }
 
-  private entry(client: string, now: number): Entry | undefined {
-    const e = this.clients.get(client);
+  /** Attempts in line or being checked, from `client`'s group or from everyone. */
+  pending(client?: string): number {
+    return client === undefined ? this.pendingAll : (this.pendingPer.get(clientGroup(client)) ?? 0);
+  }
+
+  /**
+   * Runs `check` in its turn and holds a failure for its delay; resolves when the reply may go.
+   * `signal` (the client leaving) takes an attempt out of line; a check under way runs to the end.
+   */
+  async attempt(
+    client: string,
+    user: string,
+    method: string,
+    check: () => Promise<boolean>,
+    signal?: AbortSignal,
+  ): Promise<LoginOutcome> {
+    signal?.throwIfAborted();
+    const group = clientGroup(client);
+    const held = this.pendingPer.get(group) ?? 0;
+    if (held >= this.maxPendingPerClient) {
+      return { ok: false, refused: `too many login attempts in line from ${group} (${held}); not checked` };
+    }
+    if (this.pendingAll >= this.maxPending) {
+      return { ok: false, refused: `too many login attempts in line (${this.pendingAll}); not checked` };
+    }
+    this.pendingPer.set(group, held + 1);
+    this.pendingAll++;
+    const releases: (() => void)[] = [];
+    try {
+      releases.push(await this.lines.enter(`${group}\0${user}`, signal));
+      if (this.entry(group, Date.now())) releases.push(await this.lines.enter(group, signal));
+      const wait = (this.entry(group, Date.now())?.notBefore ?? 0) - Date.now();
+      if (wait > 0) await sleep(wait, undefined, { signal });
+      if (await check()) {
+        const failures = this.entry(group, Date.now())?.failures ?? 0;
+        this.emit("login", { client, user, method, ok: true, failures, delayMs: 0 });
+        return { ok: true };
+      }
+      // Not abortable: a client that hangs up must not shorten the line's wait.
+      const delayMs = this.failed(client, group, user, method);
+      if (delayMs > 0) await sleep(delayMs);
+      return { ok: false };
+    } finally {
+      for (const release of releases.reverse()) release();
+      const left = (this.pendingPer.get(group) ?? 1) - 1;
+      if (left > 0) this.pendingPer.set(group, left);
+      else this.pendingPer.delete(group);
+      this.pendingAll--;
+    }
+  }
+
+  private entry(group: string, now: number): Entry | undefined {
+    const e = this.clients.get(group);
     if (e && now - e.lastFailure > this.forget) {
-      this.clients.delete(client);
+      this.clients.delete(group);
       return undefined;
     }
     return e;
   }
 
-  /** Waits until this client address may try again. */
-  async before(client: string): Promise<void> {
+  /** Records a failure; returns how long its reply is held. */
+  private failed(client: string, group: string, user: string, method: string): number {
     const now = Date.now();
-    const e = this.entry(client, now);
-    if (e && e.notBefore > now) await sleep(e.notBefore - now);
-  }
-
-  succeeded(client: string, user: string, method: string): void {
-    const failures = this.entry(client, Date.now())?.failures ?? 0;
-    this.emit("login", { client, user, method, ok: true, failures, delayMs: 0 });
-  }
-
-  /** Records a failure and waits the growing delay; the caller replies afterwards. */
-  async failed(client: string, user: string, method: string): Promise<void> {
-    const now = Date.now();
-    const e = this.entry(client, now) ?? { failures: 0, lastFailure: now, notBefore: 0 };
+    const e = this.entry(group, now) ?? { failures: 0, lastFailure: now, notBefore: 0 };
     e.failures++;
     e.lastFailure = now;
     const delayMs = Math.min(this.max, this.base * 2 ** Math.min(e.failures - 1, 30));
     e.notBefore = now + delayMs;
     // Re-insert so the map stays ordered by last failure; the oldest is evicted first.
-    this.clients.delete(client);
-    this.clients.set(client, e);
+    this.clients.delete(group);
+    this.clients.set(group, e);
     if (this.clients.size > this.maxClients) this.clients.delete(this.clients.keys().next().value!);
     this.emit("login", { client, user, method, ok: false, failures: e.failures, delayMs });
-    await sleep(delayMs);
+    return delayMs;
+  }
+}
+
+/** The key attempts are counted under: an IPv4 address, or an IPv6 address's /64. */
+export function clientGroup(address: string): string {
+  let ip: ipaddr.IPv4 | ipaddr.IPv6;
+  try {
+    ip = ipaddr.process(address);
+  } catch {
+    return address;
+  }
+  if (ip.kind() === "ipv4") return ip.toString();
+  const parts = (ip as ipaddr.IPv6).parts.slice(0, 4);
+  return `${new ipaddr.IPv6([...parts, 0, 0, 0, 0]).toString()}/64`;
+}
+
+/** First come, first served lines, one per key; a line exists only while someone is in it. */
+class Lines {
+  private readonly lines = new Map<string, (() => void)[]>();
+
+  /** Resolves, with a release function, when it is this caller's turn on `key`. */
+  enter(key: string, signal?: AbortSignal): Promise<() => void> {
+    const waiting = this.lines.get(key);
+    if (!waiting) {
+      this.lines.set(key, []);
+      return Promise.resolve(this.releaser(key));
+    }
+    signal?.throwIfAborted();
+    return new Promise((resolve, reject) => {
+      const onAbort = () => {
+        const i = waiting.indexOf(turn);
+        if (i >= 0) waiting.splice(i, 1);
+        reject(signal!.reason);
+      };
+      const turn = () => {
+        signal?.removeEventListener("abort", onAbort);
+        resolve(this.releaser(key));
+      };
+      waiting.push(turn);
+      signal?.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+
+  private releaser(key: string): () => void {
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      const next = this.lines.get(key)?.shift();
+      if (next) next();
+      else this.lines.delete(key);
+    };
   }
 }
