@@ -18,11 +18,3 @@ export function isLoopback(text: string): boolean {
   if (text === "localhost") return true;
   return parseIp(text)?.range() === "loopback";
 }
-
-/**
- * 0.0.0.0/8, :: and their IPv4-mapped forms: "this host" to the kernel, so connecting to one
- * reaches a local listener. Never a valid destination, whatever the rules say.
- */
-export function isUnspecifiedIp(text: string): boolean {
-  return parseIp(text)?.range() === "unspecified";
-}

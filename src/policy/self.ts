@@ -1,5 +1,5 @@
 import os from "node:os";
-import { isUnspecifiedIp } from "./addresses.js";
+import { isUnspecifiedIp } from "../protocol/address.js";
 import type { Decision } from "./decide.js";
 import type { Policy } from "./policy.js";
 import { policyIp } from "./rules.js";
