@@ -93,18 +93,19 @@ export async function check(
   }
   // The same two steps the server takes (src/policy/admit.ts), with the same routes.
   const first = admitTarget(policy, query, ctx.outbound.resolvesNames, { explain: true });
-  const byName = "resolve" in first ? first.byName : first.decision;
-  out(`${query.target.type === "domain" ? "as a name" : "the address"}: ${verdictText(byName)}`);
-  printTrace(byName, out);
   if (!("resolve" in first)) {
+    out(`${query.target.type === "domain" ? "as a name" : "the address"}: ${verdictText(first.decision)}`);
+    printTrace(first.decision, out);
     if (first.verdict === "allow" && first.kind === "name") {
       out(`the name goes unresolved to the upstream of route ${first.decision.route}`);
     }
     return finish(first.decision, out, config);
   }
+  const byName = first.byName;
+  out("as a name: not final; decided by the addresses it resolves to");
   const ips = flags.resolve?.length ? flags.resolve : await resolve(query.target.host, out);
   if (ips === undefined) {
-    if (byName.verdict === "deny") return finish(byName, out, config);
+    if (byName.verdict === "deny") out(`as an unresolved name it is refused: ${verdictText(byName)}`);
     out(`deny: ${query.target.host} does not resolve; the server would answer host unreachable (0x04)`);
     return CheckExit.DENY;
   }

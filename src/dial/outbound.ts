@@ -177,11 +177,11 @@ export class Outbound {
                 errorCode(err),
               );
         if (first.byName.verdict === "deny" && failure.reply === Reply.HOST_UNREACHABLE) {
-          // Refused as a name; its addresses could have changed that, but there are none here.
-          throw new Refused(
-            `denied by rule ${first.byName.rule}: ${first.byName.reason} (${failure.message}, so no address could be checked)`,
-            first.byName,
-            [{ decision: first.byName }],
+          // Nothing leaves either way; say why an upstream route was not taken for the name.
+          throw new DialError(
+            `${failure.message}; as an unresolved name it was refused by rule ${first.byName.rule}: ${first.byName.reason}`,
+            failure.reply,
+            failure.code,
           );
         }
         throw failure;
