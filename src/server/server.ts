@@ -221,7 +221,9 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
       // Through the relay first: it resets the target side too, even when this socket has
       // already closed and only the target (paused, or not reading) keeps the session open.
       cutRelay(s, reason);
-      s.destroy();
+      // With an error, which a stream over this socket (GSSAPI's) passes on even after the
+      // client's FIN, so its relay fails too; the session's own listener takes it.
+      s.destroy(new Error(reason));
     }
     while (this.sockets.size > 0) await new Promise((r) => setTimeout(r, 5));
     await stopped;
