@@ -35,6 +35,13 @@ function parseInlineUser(spec: string): { name: string; password: string } {
 /** A second stop signal sooner than this is a duplicate delivery, not a request to cut sessions. */
 const REPEAT_SIGNAL_MS = 1000;
 
+/**
+ * Sessions are cut at the drain deadline and end within milliseconds. If the process is still
+ * alive this long after that, something a session left behind (a socket, a timer) holds it, and
+ * it exits anyway: a stop must never need SIGKILL.
+ */
+const EXIT_GRACE_MS = 3000;
+
 export async function serve(flags: ServeFlags): Promise<number> {
   let log = createLogger({ level: flags.logLevel, format: flags.logFormat });
   let server: FerryServer;
@@ -100,6 +107,19 @@ export async function serve(flags: ServeFlags): Promise<number> {
 
   return new Promise<number>((resolve) => {
     let stoppingSince: number | undefined;
+    let backstop: NodeJS.Timeout | undefined;
+    /** Exits `ms` from now unless the process has ended by itself (the timer does not hold it). */
+    const exitAfter = (ms: number): void => {
+      clearTimeout(backstop);
+      backstop = setTimeout(() => {
+        log.error(
+          { sessions: server.activeSessions },
+          `still running ${EXIT_GRACE_MS} ms after the sessions were cut: exiting anyway`,
+        );
+        process.exit(0);
+      }, ms);
+      backstop.unref();
+    };
     const stop = (signal: string): void => {
       if (stoppingSince !== undefined) {
         // `timeout`, npm and a terminal's Ctrl-C each deliver one stop to several processes of a
@@ -109,10 +129,12 @@ export async function serve(flags: ServeFlags): Promise<number> {
           return;
         }
         log.warn(`${signal} during the drain: closing every session now`);
+        exitAfter(EXIT_GRACE_MS);
         void server.close(0);
         return;
       }
       stoppingSince = Date.now();
+      exitAfter(drainMs + EXIT_GRACE_MS);
       log.info({ sessions: server.activeSessions }, `${signal}: no longer accepting; draining live sessions`);
       process.off("SIGHUP", onHup);
       void control?.close();

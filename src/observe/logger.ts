@@ -1,5 +1,6 @@
 import pino, { type Logger } from "pino";
 import pretty from "pino-pretty";
+import { escapeControlsInJson } from "./escape.js";
 
 export type { Logger };
 
@@ -12,7 +13,13 @@ export interface LoggerOptions {
 /** Logs go to stderr: stdout belongs to data (`ferry connect` relays through it). */
 export function createLogger(options: LoggerOptions = {}): Logger {
   const format = options.format ?? (process.stderr.isTTY ? "pretty" : "json");
-  const base = { level: options.level ?? "info", base: undefined, redact: ["password", "*.password"] };
+  const base = {
+    level: options.level ?? "info",
+    base: undefined,
+    redact: ["password", "*.password"],
+    // Every line, in either format, passes here: pretty parses this JSON too.
+    hooks: { streamWrite: escapeControlsInJson },
+  };
   if (format === "pretty") {
     return pino(
       base,

@@ -131,13 +131,29 @@ class Relay {
   }
 
   onClosed(): void {
-    clearTimeout(this.idleTimer);
+    // A side that closed has nothing left to read or be written, so no flow waits on a bucket
+    // any more. The idle timer stays until both have closed: the other side may still be
+    // flushing our FIN to a peer that stopped reading, and only the timer would end that.
     clearTimeout(this.up.restTimer);
     clearTimeout(this.down.restTimer);
+    this.up.restTimer = this.down.restTimer = undefined;
     if (++this.closed === 2) {
+      clearTimeout(this.idleTimer);
       this.resolve({ bytesUp: this.up.bytes, bytesDown: this.down.bytes, reason: this.reason });
     }
   }
+}
+
+/**
+ * Ends the relay that `stream` (a relay's client or target) takes part in, resetting both sides:
+ * for a shutdown that cannot wait, including for a side already closed whose peer still holds
+ * the relay open. Returns false if `stream` is in no relay (or its relay already failed).
+ */
+export function cutRelay(stream: Duplex, reason: string): boolean {
+  const relay = (stream as RelayedStream)[FLOW]?.relay;
+  if (!relay || relay.failed) return false;
+  relay.fail(reason);
+  return true;
 }
 
 function onData(this: RelayedStream, chunk: Buffer): void {
@@ -196,8 +212,16 @@ function onError(this: RelayedStream, err: Error): void {
 
 function onClose(this: RelayedStream): void {
   const flow = this[FLOW]!;
-  if (!this.readableEnded && !flow.relay.failed) flow.relay.fail(`${flow.name} closed abruptly`);
-  flow.relay.onClosed();
+  const { relay } = flow;
+  if (!relay.failed) {
+    if (!this.readableEnded) relay.fail(`${flow.name} closed abruptly`);
+    // It had sent its FIN, but the other side was still sending to it: those bytes can no longer
+    // be delivered, and the other side (perhaps paused on a bucket or a full buffer, so it would
+    // never notice) must be told rather than left open for ever.
+    else if (!this.writableFinished)
+      relay.fail(`${flow.name} closed before the ${flow.reverse.name} finished sending to it`);
+  }
+  relay.onClosed();
 }
 
 /**

@@ -3,6 +3,7 @@ import net from "node:net";
 import { normalizeIp } from "../policy/addresses.js";
 import type { ServerContext, SessionRecord } from "./context.js";
 import { describeListenError } from "./listen-error.js";
+import { cutRelay } from "./relay.js";
 import { runSession } from "./session.js";
 
 export interface ListeningAddress {
@@ -214,7 +215,16 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
         await new Promise((r) => setTimeout(r, Math.min(100, deadline - Date.now())));
       }
     }
-    for (const s of this.sockets) s.destroy();
+    const reason =
+      drainMs > 0 ? `cut at shutdown: still open after the ${drainMs} ms drain` : "cut at shutdown";
+    for (const s of this.sockets) {
+      // Through the relay first: it resets the target side too, even when this socket has
+      // already closed and only the target (paused, or not reading) keeps the session open.
+      cutRelay(s, reason);
+      // With an error, which a stream over this socket (GSSAPI's) passes on even after the
+      // client's FIN, so its relay fails too; the session's own listener takes it.
+      s.destroy(new Error(reason));
+    }
     while (this.sockets.size > 0) await new Promise((r) => setTimeout(r, 5));
     await stopped;
   }

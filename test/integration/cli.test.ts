@@ -281,13 +281,75 @@ describe("SIGTERM", () => {
       const session = ferry.sessions()[0];
       assert.match(
         String(session?.reason),
-        /client closed abruptly|client error/,
+        /cut at shutdown: still open after the 500 ms drain/,
         "the cut session is logged",
       );
     } finally {
       client?.destroy();
       await ferry.stop();
       await echo.close();
+    }
+  });
+
+  test("a throttled session whose client half-closed and stopped reading or left is cut at the drain deadline, and the exit follows", async () => {
+    const drainMs = 1000;
+    const config = path.join(dir, "throttled-drain.yaml");
+    await writeFile(
+      config,
+      `timeouts:\n  drain: ${drainMs}ms\nrules:\n  - allow: { to: ["127.0.0.0/8"], bandwidth: "1KiB/s" }\n  - deny: {}\n`,
+    );
+    // A target that sends far more than the 64 KiB burst and never ends, so the relay's download
+    // direction is paused on the bucket (for about a minute at 1 KiB/s) when the stop comes.
+    const held = new Set<net.Socket>();
+    const source = net.createServer({ allowHalfOpen: true }, (s) => {
+      held.add(s);
+      s.on("error", () => {});
+      s.on("close", () => held.delete(s));
+      s.resume(); // to see the FIN Ferry passes on
+      s.write(Buffer.alloc(1024 * 1024, 7));
+    });
+    source.listen(0, "127.0.0.1");
+    await once(source, "listening");
+    const target = {
+      type: "ipv4" as const,
+      host: "127.0.0.1",
+      port: (source.address() as net.AddressInfo).port,
+    };
+    const ferry = await spawnFerry({ args: ["--config", config] });
+    const clients: TestClient[] = [];
+    try {
+      for (const leaves of [false, true]) {
+        const s = await socks5Connect(ferry.port, target);
+        clients.push(s.client);
+        assert.equal(s.reply.reply, 0);
+        await s.client.readBytes(64 * 1024, 15_000); // the burst: the bucket is now in debt
+        s.client.socket.end(); // half-close: Ferry passes the FIN on, the target keeps sending
+        s.client.socket.pause();
+        if (leaves) s.client.destroy();
+      }
+      await waitFor(
+        () => held.size === 2 && [...held].every((t) => t.readableEnded),
+        10_000,
+        "both half-closes to reach the target",
+      );
+      const started = Date.now();
+      process.kill(ferry.pid, "SIGTERM");
+      // Before the fix, nothing ever resumed the paused download and the process lived on.
+      const exit = await within(ferry.exited, drainMs + 6000, "the exit after the drain deadline");
+      const took = Date.now() - started;
+      assert.equal(exit.code, 0, ferry.output());
+      assert.ok(took >= drainMs - 100, `exited after ${took} ms, before the drain deadline`);
+      await waitFor(() => /"msg":"stopped"/.test(ferry.output()), 10_000, "the last log line");
+      assert.doesNotMatch(ferry.output(), /exiting anyway/, "the sessions ended; no backstop was needed");
+      const sessions = ferry.sessions();
+      assert.equal(sessions.length, 2, ferry.output());
+      for (const session of sessions) assert.match(String(session.reason), /cut at shutdown/);
+      // The relays ended (that is what "stopped" waits for), so Ferry's target sockets went too.
+    } finally {
+      for (const c of clients) c.destroy();
+      for (const s of held) s.destroy();
+      await ferry.stop();
+      await new Promise<void>((r) => source.close(() => r()));
     }
   });
 

@@ -1,8 +1,11 @@
 import assert from "node:assert/strict";
 import { once } from "node:events";
 import net from "node:net";
+import { Duplex } from "node:stream";
 import { test } from "node:test";
-import { relay } from "../../src/server/relay.js";
+import { TokenBucket } from "../../src/server/limits.js";
+import { cutRelay, relay } from "../../src/server/relay.js";
+import { waitFor } from "../helpers/net.js";
 
 /** Two connected loopback sockets. */
 async function socketPair(): Promise<[net.Socket, net.Socket, () => void]> {
@@ -43,5 +46,59 @@ test("a relay started after one side already closed ends at once and closes the 
     for (const s of [clientFar, client, target, targetFar]) s.destroy();
     stop1();
     stop2();
+  }
+});
+
+test("a client closed after its half-close, while the target's data waits on a bucket, ends the relay", async () => {
+  const [clientFar, client, stop1] = await socketPair();
+  const [target, targetFar, stop2] = await socketPair();
+  try {
+    // 1 KiB/s with a 1 KiB burst: the first chunk puts the download in debt for seconds.
+    const throttle = { up: [new TokenBucket(1024, 1024)], down: [new TokenBucket(1024, 1024)] };
+    const result = relay(client, target, { throttle });
+    targetFar.write(Buffer.alloc(64 * 1024, 7));
+    await new Promise((resolve) => clientFar.once("data", resolve));
+    clientFar.end();
+    await new Promise((resolve) => targetFar.once("end", resolve));
+    // What the server does at the drain deadline (or a reset the client sent would do).
+    client.destroy();
+    let timer: NodeJS.Timeout | undefined;
+    const ended = await Promise.race([
+      result,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error("the relay never ended")), 5000);
+      }),
+    ]).finally(() => clearTimeout(timer));
+    assert.equal(ended.reason, "client closed before the target finished sending to it");
+    assert.ok(target.destroyed, "the paused target side is closed too");
+  } finally {
+    for (const s of [clientFar, client, target, targetFar]) s.destroy();
+    stop1();
+    stop2();
+  }
+});
+
+test("cutRelay ends a relay whose client side has already closed cleanly", async () => {
+  const [clientFar, client, stop] = await socketPair();
+  // A target that stopped reading: it takes no write, so our FIN to it never goes out.
+  const target = new Duplex({ allowHalfOpen: true, read() {}, write() {} });
+  try {
+    const result = relay(client, target);
+    // Everything from the target, then its FIN; the client answers with a byte and its FIN, and
+    // its socket closes. Only the stuck target holds the relay open now.
+    target.push("bye");
+    target.push(null);
+    clientFar.resume();
+    await new Promise((resolve) => clientFar.once("end", resolve));
+    clientFar.end("x");
+    await waitFor(() => client.closed, 5000, "the client side to close");
+    assert.equal(target.destroyed, false);
+    assert.equal(cutRelay(client, "cut for the test"), true);
+    assert.equal((await result).reason, "cut for the test");
+    assert.ok(target.destroyed);
+    assert.equal(cutRelay(client, "again"), false, "a relay is cut once");
+  } finally {
+    for (const s of [clientFar, client, target]) s.destroy();
+    stop();
   }
 });
