@@ -55,10 +55,18 @@ const code = (expected: string) => (err: unknown) => {
   assert.equal(err.code, expected, err.message);
   return true;
 };
+/** `p`, or a failure if it is still pending after `ms`: a broken resolver fails its test rather than hanging it. */
+function within<T>(p: Promise<T>, ms = 5000): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`still pending after ${ms} ms`)), ms);
+  });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
 /** Rejected fast: the caller is not held until the hung lookup returns (which it never does here). */
 async function rejectsWithin(p: Promise<unknown>, expected: string, ms = 3000): Promise<void> {
   const started = Date.now();
-  await assert.rejects(p, code(expected));
+  await assert.rejects(within(p, ms), code(expected));
   assert.ok(Date.now() - started < ms, `rejected after ${Date.now() - started} ms`);
 }
 
@@ -83,9 +91,9 @@ test("timeout: a lookup that never answers fails with ETIMEDOUT; its slot stays 
     "the slot is freed when the lookup returns",
   );
   dns.call("next.example").resolve(addr(2));
-  assert.deepEqual(await next, addr(2));
+  assert.deepEqual(await within(next), addr(2));
   assert.deepEqual(
-    await r.resolve("hung.example"),
+    await within(r.resolve("hung.example")),
     addr(1),
     "the late answer is still cached for the next caller",
   );
@@ -108,7 +116,7 @@ test("abort: the caller is released at once, the slot only when the lookup retur
   dns.call("hung.example").reject(Object.assign(new Error("getaddrinfo ENOTFOUND"), { code: "ENOTFOUND" }));
   await settle();
   dns.call("after.example").resolve(addr(3));
-  assert.deepEqual(await after, addr(3), "later lookups still work");
+  assert.deepEqual(await within(after), addr(3), "later lookups still work");
   await rejectsWithin(r.resolve("x.example", { signal: AbortSignal.abort() }), "ABORT_ERR");
   assert.equal(dns.calls.length, 2, "an already-aborted call looks nothing up");
 });
@@ -126,14 +134,14 @@ test("a waiting lookup honours its timeout and signal, and is dropped without co
   await rejectsWithin(timed, "ETIMEDOUT");
   assert.deepEqual(r.stats, { running: 1, queued: 0, cached: 0 });
   dns.call("first.example").resolve(addr(1));
-  assert.deepEqual(await first, addr(1));
+  assert.deepEqual(await within(first), addr(1));
   await settle();
   assert.deepEqual(dns.hosts(), ["first.example"], "given-up queued lookups never run");
   // Their clients are no longer charged for them.
   const again = r.resolve("timed.example", { client: "B" });
   await settle();
   dns.call("timed.example").resolve(addr(2));
-  assert.deepEqual(await again, addr(2));
+  assert.deepEqual(await within(again), addr(2));
 });
 
 test("per client: the 9th concurrent lookup of one client is refused at once; another client's goes through", async () => {
@@ -143,7 +151,7 @@ test("per client: the 9th concurrent lookup of one client is refused at once; an
   for (const p of a) p.catch(() => {});
   await rejectsWithin(r.resolve("a8.example", { client: "A" }), "ETOOMANY", 1000);
   await assert.rejects(
-    r.resolve("a9.example", { client: "A" }),
+    within(r.resolve("a9.example", { client: "A" })),
     /too many name lookups in progress for client A/,
   );
   // A name A already waits for costs nothing more.
@@ -153,11 +161,11 @@ test("per client: the 9th concurrent lookup of one client is refused at once; an
   await settle();
   assert.ok(dns.hosts().includes("b.example"), "B's lookup runs although A has 8 in progress");
   dns.call("b.example").resolve(addr(9));
-  assert.deepEqual(await b, addr(9));
+  assert.deepEqual(await within(b), addr(9));
 
   dns.call("a0.example").resolve(addr(1));
-  assert.deepEqual(await a[0], addr(1));
-  assert.deepEqual(await same, addr(1));
+  assert.deepEqual(await within(a[0]!), addr(1));
+  assert.deepEqual(await within(same), addr(1));
   const more = r.resolve("a8.example", { client: "A" });
   more.catch(() => {});
   assert.equal(r.stats.queued + r.stats.running, 8, "one finished, so A may start one more");
@@ -174,7 +182,7 @@ test("per client: a lookup the client gave up on still counts until getaddrinfo 
   const p = r.resolve("other.example", { client: "A" });
   await settle();
   dns.call("other.example").resolve(addr(2));
-  assert.deepEqual(await p, addr(2));
+  assert.deepEqual(await within(p), addr(2));
 });
 
 test("total bound: with 3 hung lookups in flight a 4th waits, and succeeds once one returns", async () => {
@@ -189,8 +197,8 @@ test("total bound: with 3 hung lookups in flight a 4th waits, and succeeds once 
   await settle();
   assert.ok(dns.hosts().includes("fourth.example"));
   dns.call("fourth.example").resolve(addr(4));
-  assert.deepEqual(await fourth, addr(4));
-  assert.deepEqual(await hung[1], addr(2));
+  assert.deepEqual(await within(fourth), addr(4));
+  assert.deepEqual(await within(hung[1]!), addr(2));
   for (const p of hung) p.catch(() => {});
   await dns.drain();
 });
@@ -205,7 +213,7 @@ test("one client's hung lookups leave a slot for the others", async () => {
   const b = r.resolve("b.example", { client: "B" });
   await settle();
   dns.call("b.example").resolve(addr(2));
-  assert.deepEqual(await b, addr(2));
+  assert.deepEqual(await within(b), addr(2));
   await dns.drain();
 });
 
@@ -232,8 +240,8 @@ test("fairness: client B's one lookup is served within a couple of slots of clie
   assert.equal(dns.calls.length, 51);
   const turn = dns.hosts().indexOf("b.example");
   assert.ok(turn >= 1 && turn <= 2, `B served as lookup #${turn}, not after A's 50`);
-  await b;
-  await Promise.all(a);
+  await within(b);
+  await within(Promise.all(a));
 });
 
 test("coalescing: 10 concurrent lookups of one name call lookup once; a failure is shared, not cached", async () => {
@@ -245,18 +253,18 @@ test("coalescing: 10 concurrent lookups of one name call lookup once; a failure 
   await settle();
   assert.equal(dns.calls.length, 1);
   dns.calls[0]!.resolve(addr(7));
-  for (const list of await Promise.all(ten)) assert.deepEqual(list, addr(7));
+  for (const list of await within(Promise.all(ten))) assert.deepEqual(list, addr(7));
 
   const failing = Array.from({ length: 5 }, () => r.resolve("nx.example"));
   await settle();
   assert.equal(dns.calls.length, 2);
   dns.calls[1]!.reject(Object.assign(new Error("getaddrinfo ENOTFOUND nx.example"), { code: "ENOTFOUND" }));
-  for (const p of failing) await assert.rejects(p, code("ENOTFOUND"));
+  for (const p of failing) await assert.rejects(within(p), code("ENOTFOUND"));
   const retry = r.resolve("nx.example");
   await settle();
   assert.equal(dns.calls.length, 3, "no negative cache: the next caller asks again");
   dns.calls[2]!.resolve(addr(8));
-  assert.deepEqual(await retry, addr(8));
+  assert.deepEqual(await within(retry), addr(8));
 });
 
 test("cache: a hit skips the lookup, entries expire, and the cache is bounded", async () => {
@@ -266,16 +274,16 @@ test("cache: a hit skips the lookup, entries expire, and the cache is bounded", 
     const p = r.resolve(host);
     await settle();
     dns.calls.at(-1)!.resolve(addr(n));
-    return p;
+    return within(p);
   };
   assert.deepEqual(await answer("one.example", 1), addr(1));
-  assert.deepEqual(await r.resolve("ONE.example"), addr(1));
+  assert.deepEqual(await within(r.resolve("ONE.example")), addr(1));
   assert.equal(dns.calls.length, 1, "a hit is served from the cache");
 
   await answer("two.example", 2);
   await answer("three.example", 3);
   assert.equal(r.stats.cached, 2, "bounded to maxCache entries");
-  assert.deepEqual(await r.resolve("three.example"), addr(3));
+  assert.deepEqual(await within(r.resolve("three.example")), addr(3));
   assert.equal(dns.calls.length, 3);
   assert.deepEqual(await answer("one.example", 11), addr(11), "the oldest entry was evicted");
   assert.equal(dns.calls.length, 4);
@@ -288,18 +296,18 @@ test("cache: a hit skips the lookup, entries expire, and the cache is bounded", 
 test("literals need no lookup; an empty answer is ENOTFOUND", async () => {
   const dns = controlled();
   const r = new Resolver({ lookup: dns.lookup });
-  assert.deepEqual(await r.resolve("127.0.0.1"), [{ address: "127.0.0.1", family: 4 }]);
-  assert.deepEqual(await r.resolve("::1"), [{ address: "::1", family: 6 }]);
+  assert.deepEqual(await within(r.resolve("127.0.0.1")), [{ address: "127.0.0.1", family: 4 }]);
+  assert.deepEqual(await within(r.resolve("::1")), [{ address: "::1", family: 6 }]);
   assert.equal(dns.calls.length, 0);
   const p = r.resolve("empty.example");
   await settle();
   dns.calls[0]!.resolve([]);
-  await assert.rejects(p, code("ENOTFOUND"));
+  await assert.rejects(within(p), code("ENOTFOUND"));
 });
 
 test("the system lookup resolves localhost to loopback", async () => {
   const r = new Resolver();
-  const list = await r.resolve("localhost", { timeoutMs: 10_000 });
+  const list = await within(r.resolve("localhost", { timeoutMs: 10_000 }), 15_000);
   assert.ok(list.length > 0);
   for (const a of list) {
     assert.ok(a.address === "::1" || a.address.startsWith("127."), `${a.address} is loopback`);
