@@ -30,6 +30,8 @@ export interface ResolverOptions {
   maxCache?: number;
   /** The timeout of a call that names none: no lookup waits forever. */
   timeoutMs?: number;
+  /** The clock cache entries expire by; tests move it by hand. */
+  now?: () => number;
 }
 
 /** A failed lookup; `code` is the system's (ENOTFOUND, EAI_AGAIN ...) or ETIMEDOUT, ETOOMANY, EBUSY, ABORT_ERR. */
@@ -103,6 +105,7 @@ export class Resolver {
   private readonly cacheMs: number;
   private readonly maxCache: number;
   private readonly defaultTimeoutMs: number;
+  private readonly now: () => number;
 
   private readonly cache = new Map<string, { expires: number; list: Resolved[] }>();
   private readonly jobs = new Map<string, Job>();
@@ -126,6 +129,7 @@ export class Resolver {
     this.cacheMs = options.cacheMs ?? 30_000;
     this.maxCache = options.maxCache ?? 512;
     this.defaultTimeoutMs = options.timeoutMs ?? 30_000;
+    this.now = options.now ?? Date.now;
   }
 
   /** Counts for metrics and tests. */
@@ -140,7 +144,7 @@ export class Resolver {
     const key = host.toLowerCase();
     const hit = this.cache.get(key);
     if (hit) {
-      if (hit.expires > Date.now()) return Promise.resolve(hit.list.slice());
+      if (hit.expires > this.now()) return Promise.resolve(hit.list.slice());
       this.cache.delete(key);
     }
     const { signal } = options;
@@ -305,7 +309,7 @@ export class Resolver {
       if (oldest === undefined) break;
       this.cache.delete(oldest);
     }
-    this.cache.set(key, { expires: Date.now() + this.cacheMs, list: list.slice() });
+    this.cache.set(key, { expires: this.now() + this.cacheMs, list: list.slice() });
   }
 }
 

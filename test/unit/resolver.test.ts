@@ -2,7 +2,6 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { Resolved } from "../../src/dial/family.js";
 import { ResolveError, Resolver } from "../../src/dial/resolver.js";
-import { sleep } from "../helpers/net.js";
 
 /** A lookup the test answers by hand: every call waits until the test settles it. */
 function controlled() {
@@ -269,7 +268,8 @@ test("coalescing: 10 concurrent lookups of one name call lookup once; a failure 
 
 test("cache: a hit skips the lookup, entries expire, and the cache is bounded", async () => {
   const dns = controlled();
-  const r = new Resolver({ lookup: dns.lookup, cacheMs: 40, maxCache: 2 });
+  let now = 1000;
+  const r = new Resolver({ lookup: dns.lookup, cacheMs: 30_000, maxCache: 2, now: () => now });
   const answer = async (host: string, n: number) => {
     const p = r.resolve(host);
     await settle();
@@ -288,7 +288,10 @@ test("cache: a hit skips the lookup, entries expire, and the cache is bounded", 
   assert.deepEqual(await answer("one.example", 11), addr(11), "the oldest entry was evicted");
   assert.equal(dns.calls.length, 4);
 
-  await sleep(100); // past cacheMs: only time passing can show expiry
+  now += 29_999;
+  assert.deepEqual(await within(r.resolve("three.example")), addr(3), "still fresh just before cacheMs");
+  assert.equal(dns.calls.length, 4);
+  now += 1;
   assert.deepEqual(await answer("three.example", 33), addr(33), "an expired entry is looked up again");
   assert.equal(dns.calls.length, 5);
 });
