@@ -83,7 +83,8 @@ const ANONYMOUS = "";
  * - Per client, at most `maxPerClient` distinct names in progress: more fails at once (ETOOMANY)
  *   rather than queueing. A client stays charged for a running job until getaddrinfo really
  *   returns, even if it stopped waiting: otherwise timing out and retrying would pile up hung
- *   lookups without bound.
+ *   lookups without bound. (Likewise for a queued job it left that others still wait for; the job
+ *   keeps its creator's place in the queues.)
  * - In total, at most `maxInFlight` lookups run; the rest wait in per-client FIFO queues served
  *   round-robin, so a client's flood delays another client's lookup by at most one turn. The
  *   queues together hold at most `maxQueue` jobs (EBUSY beyond). One client holds at most
@@ -151,7 +152,7 @@ export class Resolver {
     if (signal?.aborted) return Promise.reject(new ResolveError(`lookup of ${host} aborted`, "ABORT_ERR"));
     // setTimeout takes at most 2^31-1 ms (more fires at once).
     const timeoutMs = Math.min(options.timeoutMs ?? this.defaultTimeoutMs, 2 ** 31 - 1);
-    if (timeoutMs <= 0) return Promise.reject(timedOut(host, 0));
+    if (!(timeoutMs > 0)) return Promise.reject(timedOut(host, 0)); // spent (or NaN): fail, never wait
     const client = options.client ?? ANONYMOUS;
 
     let job = this.jobs.get(key);
