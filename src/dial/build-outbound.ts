@@ -6,9 +6,12 @@ import { DirectDialer } from "./direct.js";
 import { bindableExternal } from "./egress.js";
 import { HopPicker } from "./hop-picker.js";
 import { type Lookup, Outbound } from "./outbound.js";
+import { Resolver } from "./resolver.js";
 
 export interface OutboundOverrides {
-  /** A resolver of the test's own. */
+  /** The server's resolver, shared across reloads (ServerState). */
+  resolver?: Resolver;
+  /** A name lookup of the test's own, behind a resolver of its own. */
   lookup?: Lookup;
   /** Egress addresses handed straight to the dialer, past the load-time check. */
   external?: External;
@@ -29,8 +32,6 @@ export function buildOutbound(config: Config, policy: Policy, overrides: Outboun
   const routes = new Map<string, ChainDialer>();
   for (const [name, route] of config.routes?.routes ?? [])
     routes.set(name, new ChainDialer(route, picker, common));
-  return new Outbound(policy, config, new DirectDialer({ external }), routes, {
-    resolve,
-    ...(overrides.lookup && { lookup: overrides.lookup }),
-  });
+  const resolver = overrides.resolver ?? new Resolver(overrides.lookup ? { lookup: overrides.lookup } : {});
+  return new Outbound(policy, config, new DirectDialer({ external }), routes, { resolve, resolver });
 }

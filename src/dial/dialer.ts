@@ -5,6 +5,8 @@ export interface DialOptions {
   signal?: AbortSignal;
   /** Give up (reply 0x06) after this long; name resolution and the connection share it. */
   timeoutMs?: number;
+  /** The client address name lookups are charged to (the resolver bounds them per client). */
+  client?: string;
 }
 
 export interface Dialed {

@@ -1,9 +1,4 @@
-import { lookup } from "node:dns/promises";
-
 type Lookup = (host: string) => Promise<string[]>;
-
-const systemLookup: Lookup = async (host) =>
-  (await lookup(host, { all: true, verbatim: true })).map((a) => a.address);
 
 interface Entry {
   expires: number;
@@ -24,7 +19,7 @@ export class DnsCache {
     private readonly maxEntries = 64,
     private readonly ttlMs = 60_000,
     private readonly failureTtlMs = 10_000,
-    private readonly resolve: Lookup = systemLookup,
+    private readonly resolve: Lookup,
   ) {}
 
   async lookup(host: string): Promise<string[]> {

@@ -42,9 +42,13 @@ export class DatagramRouter {
     private readonly outbound: Outbound,
     private readonly query: RequestQuery,
     private readonly events: DatagramEvents,
-    lookup: (host: string) => Promise<Resolved[]>,
   ) {
-    this.dns = new DnsCache(64, 60_000, 10_000, async (host) => (await lookup(host)).map((a) => a.address));
+    // In front of the server's resolver: remembers failures too, so a stream of datagrams to a
+    // name that does not resolve costs one lookup, not one per datagram.
+    const options = { client: query.client, timeoutMs: outbound.config.timeouts.connect };
+    this.dns = new DnsCache(64, 60_000, 10_000, async (host) =>
+      (await outbound.lookup(host, options)).map((a) => a.address),
+    );
   }
 
   private readonly lookup = async (host: string): Promise<Resolved[]> =>

@@ -1,4 +1,3 @@
-import { lookup as systemLookup } from "node:dns/promises";
 import type { Route } from "../config/routes.js";
 import type { Config } from "../config/schema.js";
 import { normalizeIp } from "../policy/addresses.js";
@@ -13,10 +12,9 @@ import { DialError, errorCode } from "./errors.js";
 import { orderAddresses, type Resolved, type ResolvePreference } from "./family.js";
 import { type BindOptions, type Listening, listenDirect, listenUpstream } from "./outbound-bind.js";
 import { type DatagramEvents, DatagramRouter } from "./outbound-udp.js";
+import { Resolver } from "./resolver.js";
 
 export type Lookup = (host: string) => Promise<Resolved[]>;
-
-const systemLookupAll: Lookup = (host) => systemLookup(host, { all: true, verbatim: true });
 
 /** One decision the outbound path made, for the session's decision events. */
 export interface Decided {
@@ -64,8 +62,8 @@ export class Admitted {
 }
 
 export interface OutboundOptions {
-  /** The resolver; tests give names addresses the system resolver does not know. */
-  lookup?: Lookup;
+  /** The server's resolver (bounded per client and in total), shared across reloads. */
+  resolver?: Resolver;
   /** Family preference when a rule does not say (`resolve:` in the configuration). */
   resolve?: ResolvePreference;
 }
@@ -76,7 +74,7 @@ export interface OutboundOptions {
  * it: direct, or a chain of upstream proxies. Commands never open sockets to targets.
  */
 export class Outbound {
-  private readonly lookupAll: Lookup;
+  private readonly resolver: Resolver;
 
   constructor(
     readonly policy: Policy,
@@ -85,7 +83,7 @@ export class Outbound {
     readonly routes: ReadonlyMap<string, ChainDialer>,
     private readonly options: OutboundOptions = {},
   ) {
-    this.lookupAll = options.lookup ?? systemLookupAll;
+    this.resolver = options.resolver ?? new Resolver();
   }
 
   /** A route's chain dialer, or undefined for direct; an unknown name is refused, never sent direct. */
@@ -106,47 +104,26 @@ export class Outbound {
     return route ? lastHopResolvesNames(route.route) : false;
   };
 
-  /** Resolves a name within the time left; failures carry the reply code for the client. */
+  /**
+   * Resolves a name through the server's bounded resolver (per client, within the time left);
+   * failures carry the reply code for the client.
+   */
   async lookup(host: string, options: DialOptions = {}): Promise<Resolved[]> {
-    const lookup = this.lookupAll(host);
-    const waits: Promise<never>[] = [];
-    let timer: NodeJS.Timeout | undefined;
-    let onAbort: (() => void) | undefined;
-    if (options.timeoutMs && options.timeoutMs > 0) {
-      const ms = options.timeoutMs;
-      waits.push(
-        new Promise((_, reject) => {
-          timer = setTimeout(
-            () =>
-              reject(
-                new DialError(`resolving ${host} timed out after ${ms} ms`, Reply.TTL_EXPIRED, "ETIMEDOUT"),
-              ),
-            ms,
-          );
-        }),
-      );
-    }
-    if (options.signal) {
-      const signal = options.signal;
-      waits.push(
-        new Promise((_, reject) => {
-          onAbort = () => reject(new DialError("dial aborted", Reply.GENERAL_FAILURE, "ABORT_ERR"));
-          if (signal.aborted) onAbort();
-          else signal.addEventListener("abort", onAbort, { once: true });
-        }),
-      );
-    }
     try {
-      return await (waits.length ? Promise.race([lookup, ...waits]) : lookup);
+      return await this.resolver.resolve(host, {
+        ...(options.client !== undefined && { client: options.client }),
+        ...(options.signal && { signal: options.signal }),
+        ...(options.timeoutMs && options.timeoutMs > 0 && { timeoutMs: options.timeoutMs }),
+      });
     } catch (err) {
-      if (err instanceof DialError) throw err;
       const code = errorCode(err);
-      throw new DialError(`cannot resolve ${host}: ${code ?? err}`, Reply.HOST_UNREACHABLE, code);
-    } finally {
-      clearTimeout(timer);
-      if (onAbort) options.signal?.removeEventListener("abort", onAbort);
-      // A lookup abandoned on timeout must not surface as an unhandled rejection later.
-      lookup.catch(() => {});
+      const reply =
+        code === "ETIMEDOUT"
+          ? Reply.TTL_EXPIRED
+          : code === "ETOOMANY" || code === "EBUSY" || code === "ABORT_ERR"
+            ? Reply.GENERAL_FAILURE
+            : Reply.HOST_UNREACHABLE;
+      throw new DialError(`cannot resolve ${host}: ${(err as Error).message ?? code}`, reply, code);
     }
   }
 
@@ -250,7 +227,7 @@ export class Outbound {
     events: DatagramEvents,
     options: DialOptions = {},
   ): Promise<DatagramRouter> {
-    const router = new DatagramRouter(this, q, events, this.lookupAll);
+    const router = new DatagramRouter(this, q, events);
     try {
       await router.open(decision.route, options);
     } catch (err) {

@@ -73,7 +73,7 @@ export async function admitTarget(
   query: RequestQuery,
   ctx: ServerContext,
   record: SessionRecord,
-  options: { signal: AbortSignal; timeoutMs: number },
+  options: { signal: AbortSignal; timeoutMs: number; client: string },
 ): Promise<Admitted | undefined> {
   try {
     const admitted = await ctx.outbound.admit(query, options);

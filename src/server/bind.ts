@@ -42,6 +42,7 @@ export async function bindCommand(
       listening = await ctx.outbound.bind(query, decision, {
         signal,
         timeoutMs: ctx.config.timeouts.connect,
+        client: record.client,
         controlLocal: controlLocalAddress(control),
         onPeer: (ip, d) => {
           if (d && (d.log || d.verdict === "deny"))

@@ -40,7 +40,7 @@ export async function buildContext(config: Config, state = new ServerState()): P
     users,
     methods,
     policy,
-    outbound: buildOutbound(config, policy),
+    outbound: buildOutbound(config, policy, { resolver: state.resolver }),
     state,
   };
 }

@@ -22,7 +22,7 @@ export async function connectCommand(
   // Resolution and the connection share timeouts.connect.
   const timeoutMs = ctx.config.timeouts.connect;
   const started = performance.now();
-  const admitted = await admitTarget(hs, query, ctx, record, { signal, timeoutMs });
+  const admitted = await admitTarget(hs, query, ctx, record, { signal, timeoutMs, client: record.client });
   if (!admitted) return;
   const lease = takeLease(hs, query, admitted.decision, ctx, record);
   if (!lease) return;

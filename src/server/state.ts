@@ -1,5 +1,6 @@
 import { EventEmitter } from "node:events";
 import { LoginGuard } from "../auth/login-guard.js";
+import { Resolver } from "../dial/resolver.js";
 import type { Decision } from "../policy/policy.js";
 import type { Endpoint } from "../policy/self.js";
 import { ClientCounter } from "./client-counter.js";
@@ -28,6 +29,8 @@ export class ServerState extends EventEmitter<{ decision: [DecisionEvent] }> {
   /** Live UDP associations per client address (limits.associationsPerClient). */
   readonly associations = new ClientCounter();
   readonly logins = new LoginGuard();
+  /** Every name lookup for clients goes through it: bounded per client and in total, cached briefly. */
+  readonly resolver = new Resolver();
   /** The sockets this server listens on, which it must never proxy to. */
   endpoints: Endpoint[] = [];
 }

@@ -21,8 +21,8 @@ export interface RawSocks {
   closed(timeoutMs?: number): Promise<boolean>;
 }
 
-async function open(host: string, port: number): Promise<RawSocks> {
-  const socket = net.connect({ host, port, allowHalfOpen: true });
+async function open(host: string, port: number, localAddress?: string): Promise<RawSocks> {
+  const socket = net.connect({ host, port, allowHalfOpen: true, ...(localAddress && { localAddress }) });
   socket.on("error", () => {});
   await once(socket, "connect");
   // A failed test must not leave the process waiting on this connection.
@@ -48,8 +48,10 @@ export async function socks5Request(
   proxy: { host: string; port: number },
   command: CommandName,
   target: SocksAddress,
+  /** The client's own address (another 127.0.0.x is another client). */
+  from?: string,
 ): Promise<RawSocks & { reply: Socks5Reply; next: () => Promise<Socks5Reply> }> {
-  const raw = await open(proxy.host, proxy.port);
+  const raw = await open(proxy.host, proxy.port, from);
   raw.socket.write(encodeGreeting({ methods: [0] }));
   const method = await raw.reader.read(parseMethodSelection);
   if (method !== 0) throw new Error(`server chose method ${method}`);

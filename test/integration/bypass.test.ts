@@ -262,3 +262,43 @@ describe("BIND through an upstream decides the peer it reports (seen in review)"
     peer.destroy();
   });
 });
+
+describe("one client cannot starve name resolution for the others (seen in review)", {
+  timeout: 60_000,
+}, () => {
+  test("hung lookups of one client are bounded and time out; another client's name still resolves", async () => {
+    const target = await tally("127.0.0.1");
+    stops.push(target.close);
+    // getaddrinfo as libuv runs it: four threads, the rest wait; names under hang.test never answer.
+    let running = 0;
+    const waiting: (() => void)[] = [];
+    const lookup = async (host: string): Promise<Resolved[]> => {
+      if (running >= 4) await new Promise<void>((r) => waiting.push(r));
+      running++;
+      if (host.endsWith(".hang.test")) return new Promise<Resolved[]>(() => {});
+      running--;
+      waiting.shift()?.();
+      return [{ address: "127.0.0.1", family: 4 }];
+    };
+    const ferry = await startFerry({ timeouts: { connect: "2s" } }, {}, (ctx) => ({
+      ...ctx,
+      outbound: buildOutbound(ctx.config, ctx.policy, { lookup }),
+    }));
+    stops.push(ferry.close);
+    const started = Date.now();
+    const flood = await Promise.all(
+      Array.from({ length: 12 }, (_, i) => socks5Request(ferry, "connect", addressOf(`n${i}.hang.test`, 80))),
+    );
+    const honest = await socks5Request(ferry, "connect", addressOf("ok.test", target.port), "127.0.0.2");
+    assert.equal(honest.reply.reply, 0, "the other lookup was served");
+    honest.socket.destroy();
+    for (const f of flood) {
+      assert.ok(
+        [0x01, 0x06].includes(f.reply.reply),
+        `a hung lookup ends with a failure reply, got ${f.reply.reply}`,
+      );
+      f.socket.destroy();
+    }
+    assert.ok(Date.now() - started < 10_000, "within timeouts.connect, not forever");
+  });
+});
