@@ -15,7 +15,8 @@ import { ProtocolError } from "./errors.js";
  * - numbers: a name whose last label is a number (`0`, `2130706433`, `127.1`, `0x7f.1`,
  *   `017700000001`) is an address to getaddrinfo, not a name. A canonical dotted quad becomes an
  *   IPv4 address and an IPv6 literal (optionally in brackets) an IPv6 one, so policy sees the
- *   address; every other numeric form is refused. No real top-level domain is numeric.
+ *   address; so does `0` (0.0.0.0, what PySocks sends for "no address"); every other numeric
+ *   form is refused. No real top-level domain is numeric.
  */
 export type CheckedHost = { type: "domain" | "ipv4" | "ipv6"; host: string };
 
@@ -75,6 +76,9 @@ export function checkHostName(bytes: Uint8Array): HostCheck {
   const last = name.slice(name.lastIndexOf(".") + 1);
   if (NUMERIC_LABEL.test(last)) {
     if (DOTTED_QUAD.test(name)) return { ok: true, type: "ipv4", host: name };
+    // PySocks asks for UDP ASSOCIATE with the name "0" ("no address"); it means 0.0.0.0, which
+    // policy then sees as the unspecified address it is.
+    if (name === "0") return { ok: true, type: "ipv4", host: "0.0.0.0" };
     return { ok: false, why: "a number that is not a dotted-quad IPv4 address (resolvers read it as one)" };
   }
   return { ok: true, type: "domain", host: name };

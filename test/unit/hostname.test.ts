@@ -33,6 +33,7 @@ describe("host names a server accepts, and the form everyone downstream sees", (
     ["127.0.0.1", "127.0.0.1", "ipv4"],
     ["127.0.0.1.", "127.0.0.1", "ipv4"],
     ["0.0.0.0", "0.0.0.0", "ipv4"],
+    ["0", "0.0.0.0", "ipv4"],
     ["255.255.255.255", "255.255.255.255", "ipv4"],
     ["::1", "::1", "ipv6"],
     ["[::1]", "::1", "ipv6"],
@@ -80,7 +81,6 @@ describe("host names a server refuses, and why", () => {
     [`${n253}b`, "254 bytes long, at most 253"],
     [`${n253}b.`, "254 bytes long, at most 253"],
     // Numbers that getaddrinfo reads as addresses: 0.0.0.0, 127.0.0.1 in legacy spellings.
-    ["0", "a number that is not a dotted-quad IPv4 address (resolvers read it as one)"],
     ["2130706433", "a number that is not a dotted-quad IPv4 address (resolvers read it as one)"],
     ["127.1", "a number that is not a dotted-quad IPv4 address (resolvers read it as one)"],
     ["0x7f.1", "a number that is not a dotted-quad IPv4 address (resolvers read it as one)"],
