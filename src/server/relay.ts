@@ -1,4 +1,5 @@
 import type { Duplex } from "node:stream";
+import { resetBehindEnd } from "../io/peer-reset.js";
 import type { Throttle, TokenBucket } from "./limits.js";
 
 export interface RelayOptions {
@@ -193,7 +194,10 @@ function onDrain(this: RelayedStream): void {
 }
 
 function onEnd(this: RelayedStream): void {
-  this[FLOW]!.dst.end();
+  const flow = this[FLOW]!;
+  // A reset that Node reported as an end: passed on as a FIN, a cut-off transfer would look whole.
+  if (resetBehindEnd(this)) return flow.relay.fail(`${flow.name} reset the connection`);
+  flow.dst.end();
 }
 
 /** `this` has delivered our FIN; once both have, nothing more can flow. */
