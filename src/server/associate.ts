@@ -71,7 +71,7 @@ export async function associateCommand(
     }
     let { listenHost, announceHost } = where;
     // The client sends from its own family: an external address of the other family is no use to it.
-    if (familyOf(announceHost) !== source.family) {
+    if (!source.crossFamily && familyOf(announceHost) !== source.family) {
       listenHost = local;
       announceHost = local;
     }

@@ -103,7 +103,10 @@ class Relay {
       for (const b of this.up.buckets ?? []) b.take(leftover.length);
       this.target.write(leftover);
     }
-    if (options.clientEnded) this.target.end();
+    if (options.clientEnded) {
+      if (resetBehindEnd(this.client)) this.fail("client reset the connection");
+      else this.target.end();
+    }
     // A side that closed before we started (the client left while a slow dialer was still
     // working) will never emit 'close' again: count it now, or the relay would never end.
     for (const flow of [this.up, this.down]) {
