@@ -98,8 +98,10 @@ describe("an upstream or a target that dies mid-transfer", { timeout: 120_000 },
       const socket = client.socket;
       const seen = watchEnd(socket);
       let uploadBlocked = false;
+      let lastDrain = Date.now();
       const up = (): void => {
         uploadBlocked = false;
+        lastDrain = Date.now();
         while (!socket.destroyed && socket.write(CHUNK)) {}
         uploadBlocked = true;
       };
@@ -110,7 +112,12 @@ describe("an upstream or a target that dies mid-transfer", { timeout: 120_000 },
       // buffers when it dies: a process killed with nothing unread closes with a FIN, which no
       // proxy can tell from a clean end (see the report of issue 13).
       process.kill(-microsocks.pid, "SIGSTOP");
-      await waitFor(() => uploadBlocked, 20_000, "the upload to back up behind the stopped upstream");
+      // Blocked for half a second: every buffer up to the upstream's is full, its own too.
+      await waitFor(
+        () => uploadBlocked && Date.now() - lastDrain > 500,
+        20_000,
+        "the upload to back up behind the stopped upstream",
+      );
       const record = ferry.nextRecord();
       process.kill(-microsocks.pid, "SIGKILL");
       const how = await within(seen.ended, 20_000, "the client's connection to end");
