@@ -1,8 +1,9 @@
 import dgram from "node:dgram";
 import net from "node:net";
+import os from "node:os";
 import type { Config } from "../config/schema.js";
 import type { PortRange } from "../config/units.js";
-import { normalizeIp } from "../policy/addresses.js";
+import { isLoopback, normalizeIp } from "../policy/addresses.js";
 import { externalFor, isLocalAddress } from "./egress.js";
 
 /**
@@ -31,6 +32,41 @@ export function placement(config: Config, local: string): { listenHost: string; 
   if (!external) return { listenHost: local, announceHost: local };
   const listenHost = isLocalAddress(external) ? external : familyOf(external) === 6 ? "::" : "0.0.0.0";
   return { listenHost, announceHost: external };
+}
+
+/**
+ * Where a UDP relay opens for a client on this host that sends from the other family than its
+ * control connection's (src/server/udp-source.ts): the external address of that family when one
+ * is configured, as placement() would; otherwise the counterpart of the address the client
+ * reached: the other loopback for a loopback, else an address of that family on the same
+ * interface (not link-local: it would need a scope), else the client's own declared address.
+ * Undefined when this host has none.
+ */
+export function placementIn(
+  config: Config,
+  local: string,
+  family: 4 | 6,
+  declared: string | undefined,
+  interfaces = os.networkInterfaces(),
+): { listenHost: string; announceHost: string } | undefined {
+  if (familyOf(local) === family) return placement(config, local);
+  const external = family === 6 ? config.external?.ipv6 : config.external?.ipv4;
+  if (external) return placement(config, external);
+  const counterpart = counterpartOf(local, family, interfaces) ?? declared;
+  return counterpart ? { listenHost: counterpart, announceHost: counterpart } : undefined;
+}
+
+function counterpartOf(local: string, family: 4 | 6, interfaces: NodeJS.Dict<os.NetworkInterfaceInfo[]>) {
+  if (isLoopback(local)) return family === 6 ? "::1" : "127.0.0.1";
+  const want = normalizeIp(local);
+  for (const list of Object.values(interfaces)) {
+    if (!list?.some((a) => normalizeIp(a.address.split("%")[0]!) === want)) continue;
+    const other = list.find(
+      (a) => familyOf(a.address) === family && !a.address.toLowerCase().startsWith("fe80:"),
+    );
+    if (other) return normalizeIp(other.address);
+  }
+  return undefined;
 }
 
 /**

@@ -1,7 +1,7 @@
 import type dgram from "node:dgram";
 import type net from "node:net";
 import { GssEncapsulation, type GssProtector, unwrapDatagram, wrapDatagram } from "../auth/gssapi-stream.js";
-import { bindUdp, controlLocalAddress, familyOf, placement } from "../dial/announce.js";
+import { bindUdp, controlLocalAddress, familyOf, placement, placementIn } from "../dial/announce.js";
 import { replyForError } from "../dial/errors.js";
 import type { Decided } from "../dial/outbound.js";
 import type { DatagramEvents, DatagramRouter } from "../dial/outbound-udp.js";
@@ -17,6 +17,7 @@ import { decisionEvent } from "./decision-event.js";
 import type { Handshake } from "./handshake.js";
 import { TokenBucket } from "./limits.js";
 import { boundAddress } from "./replier.js";
+import { type ClientSource, clientSource, fromClient } from "./udp-source.js";
 
 /**
  * UDP ASSOCIATE (RFC 1928 §7): open a relay socket the client reaches, reply with its address,
@@ -56,9 +57,21 @@ export async function associateCommand(
       return;
     }
     const local = controlLocalAddress(control);
-    let { listenHost, announceHost } = placement(ctx.config, local);
+    // The relay opens in the family the client sends from: the control connection's, or the
+    // other one when a client on this host declared it (the npm socks client from ::1 over a
+    // 127.0.0.1 control connection). Without an address of that family here, the declaration
+    // is ignored and the client must send from the control connection's IP.
+    let source = clientSource(query.target, record.client);
+    let where = source.crossFamily
+      ? placementIn(ctx.config, local, source.family, source.ip)
+      : placement(ctx.config, local);
+    if (!where) {
+      source = { family: familyOf(record.client), ip: record.client, crossFamily: false };
+      where = placement(ctx.config, local);
+    }
+    let { listenHost, announceHost } = where;
     // The client sends from its own family: an external address of the other family is no use to it.
-    if (familyOf(announceHost) !== familyOf(record.client)) {
+    if (!source.crossFamily && familyOf(announceHost) !== source.family) {
       listenHost = local;
       announceHost = local;
     }
@@ -72,7 +85,7 @@ export async function associateCommand(
     }
     const bound = boundAddress(announceHost, socket.address().port);
     record.bound = formatAddress(bound);
-    association.start(socket);
+    association.start(socket, source);
     hs.replier.success(bound);
     await association.untilEnd();
   } finally {
@@ -86,7 +99,8 @@ export async function associateCommand(
 class UdpAssociation implements DatagramEvents {
   router: DatagramRouter | undefined;
   private clientSocket: dgram.Socket | undefined;
-  private readonly clientIp: string;
+  /** Where the client sends from (src/server/udp-source.ts); its IP may be pinned by a datagram. */
+  private source!: ClientSource;
   /**
    * The one port the client sends from: the request's DST.PORT, or, when that is zero, the port
    * of its first datagram. Anyone else on the client's address (another local user, another
@@ -108,7 +122,6 @@ class UdpAssociation implements DatagramEvents {
     private readonly ctx: ServerContext,
     private readonly record: SessionRecord,
   ) {
-    this.clientIp = record.client;
     // RFC 1928: DST.PORT is the port the client will send from, or zero when it does not know yet.
     if (hs.target.port !== 0) this.clientPort = hs.target.port;
     record.datagramsUp = 0;
@@ -117,8 +130,9 @@ class UdpAssociation implements DatagramEvents {
     this.protector = hs.stream instanceof GssEncapsulation ? hs.stream.protector : undefined;
   }
 
-  start(socket: dgram.Socket): void {
+  start(socket: dgram.Socket, source: ClientSource): void {
     this.clientSocket = socket;
+    this.source = { ...source };
     socket.on("message", (msg, rinfo) => this.fromClient(msg, rinfo));
     socket.on("error", () => {});
     const idle = this.ctx.config.timeouts.idle;
@@ -196,7 +210,10 @@ class UdpAssociation implements DatagramEvents {
   private fromClient(msg: Buffer, rinfo: dgram.RemoteInfo): void {
     if (this.closed) return;
     const source = normalizeIp(rinfo.address);
-    if (source !== this.clientIp || (this.clientPort !== undefined && rinfo.port !== this.clientPort)) {
+    if (
+      !fromClient(this.source, source) ||
+      (this.clientPort !== undefined && rinfo.port !== this.clientPort)
+    ) {
       this.drop("wrong source");
       return;
     }
@@ -216,6 +233,7 @@ class UdpAssociation implements DatagramEvents {
       return;
     }
     // Pinned only by a datagram that is the client's own (well-formed, and GSSAPI-checked).
+    this.source.ip ??= source;
     this.clientPort ??= rinfo.port;
     const result = this.reassembler.push(datagram);
     if (result.dropped > 0) this.drop(`fragment ${result.reason ?? "dropped"}`, result.dropped);
@@ -252,7 +270,8 @@ class UdpAssociation implements DatagramEvents {
 
   reply(from: SocksAddress, data: Buffer): void {
     if (this.closed) return;
-    if (this.clientPort === undefined) return this.drop("unknown sender");
+    const clientIp = this.source.ip;
+    if (this.clientPort === undefined || clientIp === undefined) return this.drop("unknown sender");
     if (this.queued >= this.ctx.config.limits.udpQueue) return this.drop("queue full");
     if (this.hs.throttle && !TokenBucket.admit(this.hs.throttle.down, data.length)) {
       return this.drop("over bandwidth");
@@ -266,7 +285,7 @@ class UdpAssociation implements DatagramEvents {
       }
     }
     this.queued++;
-    this.clientSocket!.send(packet, this.clientPort, this.clientIp, (err) => {
+    this.clientSocket!.send(packet, this.clientPort, clientIp, (err) => {
       this.queued--;
       if (err) return this.drop("send failed");
       this.record.datagramsDown! += 1;

@@ -1,4 +1,5 @@
 import type { Duplex } from "node:stream";
+import { resetBehindEnd } from "../io/peer-reset.js";
 import type { Throttle, TokenBucket } from "./limits.js";
 
 export interface RelayOptions {
@@ -102,7 +103,10 @@ class Relay {
       for (const b of this.up.buckets ?? []) b.take(leftover.length);
       this.target.write(leftover);
     }
-    if (options.clientEnded) this.target.end();
+    if (options.clientEnded) {
+      if (resetBehindEnd(this.client)) this.fail("client reset the connection");
+      else this.target.end();
+    }
     // A side that closed before we started (the client left while a slow dialer was still
     // working) will never emit 'close' again: count it now, or the relay would never end.
     for (const flow of [this.up, this.down]) {
@@ -193,7 +197,10 @@ function onDrain(this: RelayedStream): void {
 }
 
 function onEnd(this: RelayedStream): void {
-  this[FLOW]!.dst.end();
+  const flow = this[FLOW]!;
+  // A reset that Node reported as an end: passed on as a FIN, a cut-off transfer would look whole.
+  if (resetBehindEnd(this)) return flow.relay.fail(`${flow.name} reset the connection`);
+  flow.dst.end();
 }
 
 /** `this` has delivered our FIN; once both have, nothing more can flow. */

@@ -297,6 +297,35 @@ test("closing the control connection ends the association and frees its socket",
   }
 });
 
+test("`::` over an IPv4 control connection opens the relay on ::1; the first datagram pins the client's port", async () => {
+  const echo = await startUdpEcho("::1");
+  try {
+    await withFerry({}, async (ferry) => {
+      const client = await udpClient("::1");
+      const other = await udpClient("::1");
+      const control = await socks5Request(ferry, "udp", addressOf("::", 0));
+      assert.equal(control.reply.reply, 0);
+      const relay = control.reply.address;
+      assert.deepEqual(relay.host, "::1", "the counterpart of 127.0.0.1 in the family the client declared");
+      const packet = (text: string) =>
+        encodeUdpDatagram({ frag: 0, address: at(echo.port, "::1"), data: Buffer.from(text) });
+      await sendTo(client.socket, packet("first"), relay.port, relay.host);
+      assert.equal(parseUdpDatagram((await client.next())!).data.toString(), "first");
+      await sendTo(other.socket, packet("second port"), relay.port, relay.host);
+      assert.equal(await other.next(300), undefined);
+      assert.deepEqual(echo.received.map(String), ["first"]);
+      const record = ferry.nextRecord();
+      control.socket.end();
+      const r = await record;
+      assert.equal(r.datagramsDropped?.["wrong source"], 1);
+      client.close();
+      other.close();
+    });
+  } finally {
+    await echo.close();
+  }
+});
+
 test("an idle association is ended after timeouts.idle", async () => {
   await withFerry({ timeouts: { idle: "300ms" } }, async (ferry) => {
     const a = await associate(ferry);
