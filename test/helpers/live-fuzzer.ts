@@ -568,7 +568,7 @@ export async function startFuzzSetup(options: {
           { deny: {} },
         ],
         limits: { sessions: 5000, sessionsPerClient: 1000, associationsPerClient: 64 },
-        timeouts: { handshake: `${handshakeMs}ms`, bind: "5s", idle: "30s", drain: "2s" },
+        timeouts: { handshake: `${handshakeMs}ms`, bind: "5s", drain: "2s" },
       },
       args: ["--user", `${user.name}:${user.password}`],
       env,
