@@ -3,7 +3,7 @@ import { test } from "node:test";
 import { runLiveFuzz, startFuzzSetup } from "../helpers/live-fuzzer.js";
 
 /**
- * The live fuzzer (test/helpers/live-fuzzer.ts) against a real `bin/ferry serve` for about 35 s:
+ * The live fuzzer (test/helpers/live-fuzzer.ts) against a real `bin/ferry serve` for about 30 s:
  * no crash, no hang, every honest probe served, no egress outside loopback, fds back to the
  * baseline. FUZZ_SEED replays a run; longer runs: `npm run fuzz -- --duration 10m`.
  */
@@ -11,7 +11,7 @@ test("ferry serve survives mutated handshakes, logins, GSSAPI messages and datag
   timeout: 180_000,
 }, async (t) => {
   const seed = process.env.FUZZ_SEED ? Number(process.env.FUZZ_SEED) : Math.floor(Math.random() * 2 ** 31);
-  const durationMs = Number(process.env.FUZZ_MS ?? 35_000);
+  const durationMs = Number(process.env.FUZZ_MS ?? 30_000);
   t.diagnostic(`seed ${seed} (replay with FUZZ_SEED=${seed})`);
   const setup = await startFuzzSetup({ lifetimeSec: 170 });
   try {
