@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { type TestContext, test } from "node:test";
 import { GSSAPI_NOT_BUILT, gssapiAvailable, loadGssapi } from "../../src/auth/gssapi-native.js";
+import { startFerry } from "../helpers/ferry.js";
 import { startTestRealm } from "../helpers/kdc.js";
+import { rawExchange } from "../helpers/net.js";
 import { requireTool } from "../helpers/tools.js";
 
 function prerequisites(t: TestContext): boolean {
@@ -69,4 +71,30 @@ test("a damaged Kerberos token is refused with a reason that does not read Succe
   } finally {
     acceptor.dispose();
   }
+});
+
+/**
+ * Found by the live fuzzer: an authentication message with an empty token (01 01 00 00) was
+ * refused with "No credentials were supplied, or the credentials were unavailable or
+ * inaccessible", Kerberos's answer, which points at the server's keytab. The client is at fault.
+ */
+test("an empty GSSAPI token is refused as the client's fault", async (t) => {
+  if (!prerequisites(t)) return;
+  const realm = await startTestRealm();
+  const ferry = await startFerry({
+    auth: ["gssapi"],
+    gssapi: { keytab: realm.keytab, principal: "rcmd/localhost" },
+  });
+  t.after(async () => {
+    await ferry.close();
+    await realm.stop();
+  });
+  const ended = ferry.nextRecord();
+  const { data, closed } = await rawExchange(ferry.port, Buffer.from([5, 1, 1, 1, 1, 0, 0]));
+  assert.ok(closed, "the server closes");
+  // Method GSSAPI chosen, then RFC 1961's abort message.
+  assert.deepEqual(data, Buffer.from([5, 1, 1, 0xff]));
+  const record = await ended;
+  assert.match(record.reason ?? "", /empty authentication token/);
+  assert.doesNotMatch(record.reason ?? "", /credentials/);
 });
