@@ -532,8 +532,8 @@ export async function startFuzzSetup(options: {
     let env: NodeJS.ProcessEnv | undefined;
     if (options.gssapi === false) gssapiSkipped = "not asked for";
     else if (!gssapiAvailable()) gssapiSkipped = GSSAPI_NOT_BUILT;
-    else if (!hasTool("krb5kdc") || !hasTool("kdb5_util"))
-      gssapiSkipped = "no MIT KDC (apt-get install krb5-kdc)";
+    else if (!["krb5kdc", "kdb5_util", "kadmin.local", "kinit"].every(hasTool))
+      gssapiSkipped = "no MIT Kerberos tools (apt-get install krb5-kdc krb5-admin-server krb5-user)";
     else {
       const realm = await startTestRealm();
       stops.push(() => realm.stop());
