@@ -34,6 +34,9 @@ Napi::Error GssError(Napi::Env env, const char* call, OM_uint32 major, OM_uint32
   std::string msg = std::string(call) + ": " + StatusText(major, GSS_C_GSS_CODE);
   if (minor != 0) {
     std::string m = StatusText(minor, GSS_C_MECH_CODE);
+    // A damaged AP-REQ comes back as GSS_S_FAILURE with a minor code that reads "Success": no
+    // detail at all, and a misleading one in a log line, so the major code's text stands alone.
+    if (m == "Success") m.clear();
     // "Unspecified GSS failure. Minor code may provide more information" adds nothing.
     if (!m.empty()) msg = GSS_ROUTINE_ERROR(major) == GSS_S_FAILURE ? std::string(call) + ": " + m : msg + " (" + m + ")";
   }

@@ -68,6 +68,9 @@ export function gssapiAuth(options: GssapiServerOptions): AuthMethod {
         for (let round = 0; !ctx.complete; round++) {
           if (round === MAX_ROUNDS) throw refuse(`context not established after ${MAX_ROUNDS} rounds`);
           const token = await reader.read(expectGssMessage("auth"));
+          // Kerberos answers an empty token with "No credentials were supplied", which reads as
+          // a fault of the server's keytab; the fault is the client's.
+          if (token.length === 0) throw refuse("the client sent an empty authentication token");
           let reply: Buffer;
           try {
             reply = ctx.step(token);
