@@ -6,6 +6,7 @@ import { logSessions } from "../observe/session-log.js";
 import { formatAddress } from "../protocol/address.js";
 import { buildContext } from "../server/build-context.js";
 import { startControl } from "../server/control.js";
+import { fdShortfall, fdsNeeded, readFdLimit } from "../server/fd-budget.js";
 import { Reloader } from "../server/reload.js";
 import { FerryServer, ListenError } from "../server/server.js";
 import { ServerState } from "../server/state.js";
@@ -65,6 +66,9 @@ export async function serve(flags: ServeFlags): Promise<number> {
         format: flags.logFormat ?? config.log.format,
       });
     }
+    // One line, before anything else is said, when the limits cannot all be met.
+    const fdWarning = fdShortfall(config);
+    if (fdWarning) log.warn({ fdLimit: readFdLimit(), fdsNeeded: fdsNeeded(config) }, fdWarning);
     const state = new ServerState();
     const context = await buildContext(config, state);
     drainMs = config.timeouts.drain;
