@@ -167,7 +167,8 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
         this.paused.delete(server);
         return;
       }
-      server.listen({ host, port, exclusive: true }, () => {
+      // The port it had (one configured as 0 got it from the system), so clients find it again.
+      server.listen({ host, port: this.addressOf(server).port || port, exclusive: true }, () => {
         this.paused.delete(server);
         // Calmer after a while without trouble.
         const calm = setTimeout(() => {
@@ -189,6 +190,8 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
     if (pausedMs !== undefined) this.fdPausedMs = pausedMs;
     const now = performance.now();
     const emit = (): void => {
+      // A pending report may be overdue behind a busy loop: this one says it all.
+      clearTimeout(this.fdReportTimer);
       this.fdReportTimer = undefined;
       this.fdReportedAt = performance.now();
       const report: FdExhausted = { connections: this.sockets.size, closed: this.fdClosed };
