@@ -66,9 +66,6 @@ export async function serve(flags: ServeFlags): Promise<number> {
         format: flags.logFormat ?? config.log.format,
       });
     }
-    // One line, before anything else is said, when the limits cannot all be met.
-    const fdWarning = fdShortfall(config);
-    if (fdWarning) log.warn({ fdLimit: readFdLimit(), fdsNeeded: fdsNeeded(config) }, fdWarning);
     const state = new ServerState();
     const context = await buildContext(config, state);
     drainMs = config.timeouts.drain;
@@ -77,6 +74,10 @@ export async function serve(flags: ServeFlags): Promise<number> {
     logPolicy(state, log);
     reloader = new Reloader(server, load, state);
     const where = (await server.listen()).map((b) => formatAddress(b));
+    // One line when the limits cannot all be met; after listening, so a failure to start stays
+    // the one line it is.
+    const fdWarning = fdShortfall(config);
+    if (fdWarning) log.warn({ fdLimit: readFdLimit(), fdsNeeded: fdsNeeded(config) }, fdWarning);
     log.info(
       { listen: where, auth: context.methods.map((m) => m.name) },
       `ferry listening on ${where.join(", ")}`,
