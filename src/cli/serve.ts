@@ -6,6 +6,7 @@ import { logSessions } from "../observe/session-log.js";
 import { formatAddress } from "../protocol/address.js";
 import { buildContext } from "../server/build-context.js";
 import { startControl } from "../server/control.js";
+import { fdShortfall, fdsNeeded, readFdLimit } from "../server/fd-budget.js";
 import { Reloader } from "../server/reload.js";
 import { FerryServer, ListenError } from "../server/server.js";
 import { ServerState } from "../server/state.js";
@@ -73,6 +74,10 @@ export async function serve(flags: ServeFlags): Promise<number> {
     logPolicy(state, log);
     reloader = new Reloader(server, load, state);
     const where = (await server.listen()).map((b) => formatAddress(b));
+    // One line when the limits cannot all be met; after listening, so a failure to start stays
+    // the one line it is.
+    const fdWarning = fdShortfall(config);
+    if (fdWarning) log.warn({ fdLimit: readFdLimit(), fdsNeeded: fdsNeeded(config) }, fdWarning);
     log.info(
       { listen: where, auth: context.methods.map((m) => m.name) },
       `ferry listening on ${where.join(", ")}`,

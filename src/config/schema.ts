@@ -77,8 +77,16 @@ export const configSchema = z.strictObject({
   chains: chainsSchema.default({}),
   limits: z
     .strictObject({
-      sessions: z.number().int().positive().default(1000),
-      sessionsPerClient: z.number().int().positive().default(64),
+      /** Established sessions (request read, command running) in total. Each takes two open files. */
+      sessions: z.number().int().positive().default(10_000),
+      /** Established sessions one client address may hold: a NAT'd office or a crawler is one address. */
+      sessionsPerClient: z.number().int().positive().default(2000),
+      /**
+       * Connections still in the handshake (accept → request read), apart from sessions. When
+       * full, the oldest handshake of the address holding the most is closed; above half full,
+       * timeouts.handshake shortens toward 1 s.
+       */
+      handshakes: z.number().int().positive().default(1000),
       /** Sessions one authenticated user may have at once (default: no cap beyond the others). */
       sessionsPerUser: z.number().int().positive().optional(),
       bandwidth: z

@@ -1,7 +1,7 @@
 import type { FerryServer } from "../server/server.js";
 import type { Logger } from "./logger.js";
 
-/** One line per session when it ends, and one per refused connection. */
+/** One line per session when it ends, one per refused connection, one a second at most when out of descriptors. */
 export function logSessions(server: FerryServer, log: Logger): void {
   server.on("session", (r) => {
     const ok = r.reply === 0 || r.reply === 90;
@@ -34,5 +34,17 @@ export function logSessions(server: FerryServer, log: Logger): void {
   });
   server.on("refused", (r) => {
     log.warn({ client: r.client, clientPort: r.clientPort }, `connection refused: ${r.reason}`);
+  });
+  // At most once a second (FerryServer batches them), however many connections it concerns.
+  server.on("fdExhausted", (e) => {
+    const limit = e.limit === undefined ? "the open-files limit" : `the open-files limit (${e.limit})`;
+    const what =
+      e.pausedMs !== undefined
+        ? `accept failed at ${limit}: not accepting for ${e.pausedMs} ms`
+        : `at ${limit}: closed ${e.closed} new connection${e.closed === 1 ? "" : "s"} at accept`;
+    log.warn(
+      { fdLimit: e.limit, connections: e.connections, closed: e.closed, pausedMs: e.pausedMs },
+      `${what} (${e.connections} open); more are served as these close. Raise the limit (ulimit -n, or LimitNOFILE= in a systemd unit)`,
+    );
   });
 }

@@ -129,7 +129,10 @@ class Relay {
     this.reason = reason;
     for (const s of [this.client, this.target]) {
       const sock = s as Duplex & { resetAndDestroy?: () => void };
-      if (reset && !s.destroyed && typeof sock.resetAndDestroy === "function") sock.resetAndDestroy();
+      // Not once our FIN is on its way: a reset after shutdown fails (EINVAL) and Node then never
+      // emits 'close', so the relay, and the session, would never end.
+      if (reset && !s.destroyed && !s.writableEnded && typeof sock.resetAndDestroy === "function")
+        sock.resetAndDestroy();
       else s.destroy();
     }
   }

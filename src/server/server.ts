@@ -2,9 +2,11 @@ import { EventEmitter } from "node:events";
 import net from "node:net";
 import { normalizeIp } from "../policy/addresses.js";
 import type { ServerContext, SessionRecord } from "./context.js";
+import { connectionCapacity, readFdLimit } from "./fd-budget.js";
+import { HandshakeBudget } from "./handshake-budget.js";
 import { describeListenError } from "./listen-error.js";
 import { cutRelay } from "./relay.js";
-import { runSession } from "./session.js";
+import { runSession, type SessionPhases } from "./session.js";
 
 export interface ListeningAddress {
   host: string;
@@ -17,10 +19,29 @@ export interface RefusedConnection {
   reason: string;
 }
 
+/** Connections closed at accept because the open-files limit is reached; at most one a second. */
+export interface FdExhausted {
+  /** The open-files limit, when known. */
+  limit?: number;
+  /** Client connections open. */
+  connections: number;
+  /** New connections closed since the last such event. */
+  closed: number;
+  /** Set when a listener stopped accepting for a while (accept failed with EMFILE or ENFILE). */
+  pausedMs?: number;
+}
+
 export interface FerryServerEvents {
   session: [SessionRecord];
   refused: [RefusedConnection];
+  fdExhausted: [FdExhausted];
 }
+
+/** A listener that failed to accept for lack of descriptors rests this long at first, doubling. */
+const ACCEPT_PAUSE_MIN_MS = 100;
+const ACCEPT_PAUSE_MAX_MS = 5000;
+/** fdExhausted is emitted at most this often. */
+const FD_REPORT_MS = 1000;
 
 /** A listen failure, with a message fit to print as it is. */
 export class ListenError extends Error {
@@ -35,15 +56,44 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
   private readonly servers: net.Server[] = [];
   /** Which configured address ("host:port" as written) each listening server serves. */
   private readonly configured = new Map<net.Server, string>();
+  /** Where each listening server is bound, kept while a paused one has no address. */
+  private readonly bound = new Map<net.Server, ListeningAddress>();
+  /** Every client connection, in the handshake or established. */
   private readonly sockets = new Set<net.Socket>();
+  private readonly handshakes = new HandshakeBudget();
+  /** Connections whose request has been read (limits.sessions counts these). */
+  private established = 0;
+  /** Client connections that fit in the open-files limit; set when listening. */
+  private fdCapacity = Number.POSITIVE_INFINITY;
+  private fdLimit: number | undefined;
+  private fdClosed = 0;
+  private fdPausedMs: number | undefined;
+  private fdReportedAt = Number.NEGATIVE_INFINITY;
+  private fdReportTimer: NodeJS.Timeout | undefined;
+  private acceptPauseMs = 0;
+  /** Listeners resting after running out of descriptors. */
+  private readonly paused = new Set<net.Server>();
+  private readonly pauseTimers = new Set<NodeJS.Timeout>();
+  private stopping = false;
   private nextId = 1;
 
   constructor(private context: ServerContext) {
     super();
   }
 
+  /** Client connections open, in the handshake or established. */
   get activeSessions(): number {
     return this.sockets.size;
+  }
+
+  /** Connections still in the handshake (limits.handshakes). */
+  get handshaking(): number {
+    return this.handshakes.inProgress;
+  }
+
+  /** Handshakes closed to make room, or by the timeout shortened under pressure. */
+  get handshakesShed(): number {
+    return this.handshakes.shed;
   }
 
   update(context: ServerContext): void {
@@ -63,10 +113,12 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
         throw err;
       }
       this.servers.push(server);
-      const a = server.address() as net.AddressInfo;
-      bound.push({ host: a.address, port: a.port });
+      bound.push(this.addressOf(server));
     }
     this.noteEndpoints();
+    // Measured once everything is open, so the listeners count among the process's own files.
+    this.fdLimit = readFdLimit();
+    this.fdCapacity = connectionCapacity(this.fdLimit);
     return bound;
   }
 
@@ -83,18 +135,82 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
     } catch (err) {
       throw new ListenError(describeListenError(err as NodeJS.ErrnoException, host, port));
     }
-    // Accept errors (EMFILE and the like) must not take the process down.
-    server.on("error", () => {});
+    // Accept errors must not take the process down. libuv closes connections it cannot take a
+    // descriptor for (it keeps one spare for that) without telling us; only when even that fails
+    // does accept report EMFILE, in a loop that would not end until a descriptor frees: closing
+    // the listener is the only way out of it, so it rests and opens again.
+    server.on("error", (err: NodeJS.ErrnoException) => {
+      // Out of descriptors, or failing to open again after such a rest (retried, growing).
+      if (err.code === "EMFILE" || err.code === "ENFILE" || this.paused.has(server))
+        this.pauseAccepting(server, host, port);
+    });
     this.configured.set(server, listenKey(host, port));
+    const a = server.address() as net.AddressInfo;
+    this.bound.set(server, { host: a.address, port: a.port });
     return server;
+  }
+
+  private addressOf(s: net.Server): ListeningAddress {
+    return this.bound.get(s)!;
+  }
+
+  /** Closes a listener that ran out of descriptors and opens it again after a growing rest. */
+  private pauseAccepting(server: net.Server, host: string, port: number): void {
+    if (server.listening) server.close();
+    this.paused.add(server);
+    this.acceptPauseMs = Math.min(ACCEPT_PAUSE_MAX_MS, Math.max(ACCEPT_PAUSE_MIN_MS, this.acceptPauseMs * 2));
+    this.reportFds(this.acceptPauseMs);
+    const timer = setTimeout(() => {
+      this.pauseTimers.delete(timer);
+      // Not if it was closed meanwhile (shutdown, or a reload that dropped its address).
+      if (this.stopping || !this.configured.has(server)) {
+        this.paused.delete(server);
+        return;
+      }
+      // The port it had (one configured as 0 got it from the system), so clients find it again.
+      server.listen({ host, port: this.addressOf(server).port || port, exclusive: true }, () => {
+        this.paused.delete(server);
+        // Calmer after a while without trouble.
+        const calm = setTimeout(() => {
+          this.pauseTimers.delete(calm);
+          if (server.listening) this.acceptPauseMs = 0;
+        }, ACCEPT_PAUSE_MAX_MS);
+        calm.unref();
+        this.pauseTimers.add(calm);
+      });
+    }, this.acceptPauseMs);
+    this.pauseTimers.add(timer);
+  }
+
+  /**
+   * Reports the connections closed for lack of descriptors: the first at once, the rest at most
+   * once a second, so an exhausted server neither floods its log nor goes quiet about it.
+   */
+  private reportFds(pausedMs?: number): void {
+    if (pausedMs !== undefined) this.fdPausedMs = pausedMs;
+    const now = performance.now();
+    const emit = (): void => {
+      // A pending report may be overdue behind a busy loop: this one says it all.
+      clearTimeout(this.fdReportTimer);
+      this.fdReportTimer = undefined;
+      this.fdReportedAt = performance.now();
+      const report: FdExhausted = { connections: this.sockets.size, closed: this.fdClosed };
+      if (this.fdLimit !== undefined) report.limit = this.fdLimit;
+      if (this.fdPausedMs !== undefined) report.pausedMs = this.fdPausedMs;
+      this.fdClosed = 0;
+      this.fdPausedMs = undefined;
+      this.emit("fdExhausted", report);
+    };
+    if (now - this.fdReportedAt >= FD_REPORT_MS) emit();
+    else if (!this.fdReportTimer) {
+      this.fdReportTimer = setTimeout(emit, FD_REPORT_MS - (now - this.fdReportedAt));
+      this.fdReportTimer.unref();
+    }
   }
 
   /** The addresses actually listened on. */
   get listening(): ListeningAddress[] {
-    return this.servers.map((s) => {
-      const a = s.address() as net.AddressInfo;
-      return { host: a.address, port: a.port };
-    });
+    return this.servers.map((s) => this.addressOf(s));
   }
 
   /** Tells the policy's self guard which sockets are ours. */
@@ -121,10 +237,7 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
       await Promise.all(fresh.map(closeServer));
       throw err;
     }
-    const addressOf = (s: net.Server): ListeningAddress => {
-      const a = s.address() as net.AddressInfo;
-      return { host: a.address, port: a.port };
-    };
+    const addressOf = (s: net.Server): ListeningAddress => this.addressOf(s);
     return {
       opened: fresh.map(addressOf),
       commit: async () => {
@@ -138,12 +251,16 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
         for (const s of removed) {
           s.close();
           this.configured.delete(s);
+          this.bound.delete(s);
         }
         return closed;
       },
       abort: async () => {
         await Promise.all(fresh.map(closeServer));
-        for (const s of fresh) this.configured.delete(s);
+        for (const s of fresh) {
+          this.configured.delete(s);
+          this.bound.delete(s);
+        }
       },
     };
   }
@@ -151,6 +268,13 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
   private accept(socket: net.Socket): void {
     const client = normalizeIp(socket.remoteAddress ?? "");
     const clientPort = socket.remotePort ?? 0;
+    // Before anything else: what is left of the open-files limit is for the sessions running.
+    if (this.sockets.size >= this.fdCapacity) {
+      socket.destroy();
+      this.fdClosed++;
+      this.reportFds();
+      return;
+    }
     const ctx = this.context;
     const refuse = (reason: string): void => {
       socket.destroy();
@@ -160,10 +284,11 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
     if (decision.log) ctx.state.emit("decision", { stage: "client", client, decision });
     if (decision.verdict === "deny")
       return refuse(`client refused by rule ${decision.rule}: ${decision.reason}`);
-    const { sessions, sessionsPerClient } = ctx.config.limits;
-    if (this.sockets.size >= sessions) return refuse(`session limit reached (${sessions} in total)`);
-    const releaseClient = ctx.state.sessionsPerClient.acquire(client, sessionsPerClient);
-    if (!releaseClient) return refuse(`session limit for ${client} reached (${sessionsPerClient})`);
+    // Sessions are taken when the request has been read (`established`); a client refused there
+    // anyway is refused here already, before it costs a handshake (a password check, say).
+    const { sessionsPerClient, handshakes } = ctx.config.limits;
+    const full = this.sessionLimit(ctx, client);
+    if (full) return refuse(full);
 
     this.sockets.add(socket);
     const record: SessionRecord = {
@@ -175,7 +300,38 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
       startedAt: Date.now(),
       durationMs: 0,
     };
-    void this.serve(socket, ctx, record, releaseClient);
+    const handshake = this.handshakes.admit(client, handshakes, ctx.config.timeouts.handshake, (reason) => {
+      record.reason = reason;
+      socket.destroy();
+    });
+    let releaseSession: (() => void) | undefined;
+    const phases: SessionPhases = {
+      established: () => {
+        handshake.release();
+        const refused = this.sessionLimit(ctx, client);
+        if (refused) return refused;
+        const releaseClient = ctx.state.sessionsPerClient.acquire(client, sessionsPerClient)!;
+        this.established++;
+        releaseSession = () => {
+          this.established--;
+          releaseClient();
+        };
+        return undefined;
+      },
+    };
+    void this.serve(socket, ctx, record, phases, () => {
+      handshake.release();
+      releaseSession?.();
+    });
+  }
+
+  /** Which session limit a new session from `client` would exceed, if any. */
+  private sessionLimit(ctx: ServerContext, client: string): string | undefined {
+    const { sessions, sessionsPerClient } = ctx.config.limits;
+    if (this.established >= sessions) return `session limit reached (${sessions} in total)`;
+    if (ctx.state.sessionsPerClient.held(client) >= sessionsPerClient)
+      return `session limit for ${client} reached (${sessionsPerClient})`;
+    return undefined;
   }
 
   /** Runs the session; it counts as ended once its socket has closed too. */
@@ -183,16 +339,17 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
     socket: net.Socket,
     ctx: ServerContext,
     record: SessionRecord,
-    releaseClient: () => void,
+    phases: SessionPhases,
+    release: () => void,
   ): Promise<void> {
     try {
-      await runSession(socket, ctx, record);
+      await runSession(socket, ctx, record, phases);
       // Not events.once: it rejects on 'error', and a client's reset would then end the session
       // early and surface as an unhandled rejection that kills the process.
       if (!socket.closed) await new Promise<void>((resolve) => socket.once("close", () => resolve()));
     } finally {
       this.sockets.delete(socket);
-      releaseClient();
+      release();
       record.durationMs = Date.now() - record.startedAt;
       this.emit("session", record);
     }
@@ -208,6 +365,9 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
    * Resolves when every session has ended.
    */
   async close(drainMs = 0): Promise<void> {
+    this.stopping = true;
+    for (const t of this.pauseTimers) clearTimeout(t);
+    clearTimeout(this.fdReportTimer);
     const stopped = this.closeListeners();
     if (this.sockets.size > 0 && drainMs > 0) {
       const deadline = Date.now() + drainMs;

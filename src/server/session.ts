@@ -2,6 +2,7 @@ import type { Socket } from "node:net";
 import { StreamReader } from "../io/reader.js";
 import type { RequestQuery } from "../policy/policy.js";
 import { formatAddress } from "../protocol/address.js";
+import { Reply } from "../protocol/errors.js";
 import type { Parser } from "../protocol/parse.js";
 import { type Sniffed, sniffProtocol } from "../protocol/sniff.js";
 import { associateCommand } from "./associate.js";
@@ -23,11 +24,25 @@ const sniff: Parser<Sniffed> = (buf) => {
  */
 const CLIENT_GONE = new Error("the client closed the connection");
 
+/** The server's accounting at the end of the handshake (src/server/server.ts). */
+export interface SessionPhases {
+  /**
+   * The request has been read: the connection leaves the handshake budget and takes a session
+   * slot. Returns which limit refuses it, if one does (the client then gets "not allowed").
+   */
+  established(): string | undefined;
+}
+
 /**
  * One client connection from accept to close, top to bottom: sniff, handshake, policy, command.
  * Never throws: whatever happens ends up in `record`.
  */
-export async function runSession(socket: Socket, ctx: ServerContext, record: SessionRecord): Promise<void> {
+export async function runSession(
+  socket: Socket,
+  ctx: ServerContext,
+  record: SessionRecord,
+  phases?: SessionPhases,
+): Promise<void> {
   const aborter = new AbortController();
   socket.once("close", () => aborter.abort(CLIENT_GONE));
   // Errors surface through the reader and the relay; this keeps a late one from crashing us.
@@ -61,6 +76,14 @@ export async function runSession(socket: Socket, ctx: ServerContext, record: Ses
     clearTimeout(handshakeTimer);
     // Not kept for the rest of a session that may last hours.
     handshakeTimer = undefined;
+    record.command = hs.command;
+    record.target = formatAddress(hs.target);
+    const refused = phases?.established();
+    if (refused) {
+      record.reason = `refused: ${refused}`;
+      hs.replier.failure(Reply.NOT_ALLOWED);
+      return;
+    }
     await runCommand(hs, ctx, record, aborter.signal, socket);
   } catch (err) {
     if (!record.reason) record.reason = err instanceof SessionEnd ? err.message : `${(err as Error).message}`;
@@ -84,8 +107,6 @@ async function runCommand(
   signal: AbortSignal,
   socket: Socket,
 ): Promise<void> {
-  record.command = hs.command;
-  record.target = formatAddress(hs.target);
   const query: RequestQuery = {
     client: record.client,
     user: record.user,

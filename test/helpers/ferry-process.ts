@@ -57,6 +57,8 @@ export interface SpawnFerryOptions {
   args?: string[];
   env?: NodeJS.ProcessEnv;
   lifetimeSec?: number;
+  /** Runs it under `ulimit -n N` (through bash, whose exec keeps the process). */
+  fdLimit?: number;
 }
 
 function parseLines(text: string): LogLine[] {
@@ -83,9 +85,12 @@ export async function spawnFerry(options: SpawnFerryOptions = {}): Promise<Ferry
   const hostPart = host.includes(":") ? `[${host}]` : host;
   const daemon = await startDaemon({
     name: "ferry serve",
-    command: process.execPath,
+    command: options.fdLimit === undefined ? process.execPath : "bash",
     host,
     args: (port) => [
+      ...(options.fdLimit === undefined
+        ? []
+        : ["-c", `ulimit -n ${options.fdLimit} && exec "$0" "$@"`, process.execPath]),
       FERRY_BIN,
       "serve",
       "--listen",

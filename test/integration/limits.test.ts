@@ -1,15 +1,26 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { encodeGreeting, parseMethodSelection } from "../../src/protocol/socks5.js";
+import {
+  encodeGreeting,
+  encodeRequest,
+  parseMethodSelection,
+  parseReply,
+} from "../../src/protocol/socks5.js";
 import { startFerry } from "../helpers/ferry.js";
 import { sleep, startEchoServer, waitFor } from "../helpers/net.js";
 import { assertEchoThrough, recordFor, socks5Connect, TestClient } from "../helpers/socks.js";
 
-/** Opens a connection and proves it was accepted: a greeting gets a method selection. */
-async function accepted(port: number, localAddress: string): Promise<TestClient> {
+/** Opens a session from `localAddress` and proves it runs: CONNECT to the echo server, a byte back. */
+async function established(port: number, localAddress: string, echoPort: number): Promise<TestClient> {
   const c = await TestClient.connect(port, "127.0.0.1", localAddress);
   c.write(encodeGreeting({ methods: [0] }));
   assert.equal(await c.read(parseMethodSelection), 0, `a session from ${localAddress} is accepted`);
+  c.write(
+    encodeRequest({ command: "connect", address: { type: "ipv4", host: "127.0.0.1", port: echoPort } }),
+  );
+  assert.equal((await c.read(parseReply)).reply, 0, `a session from ${localAddress} is established`);
+  c.write("x");
+  assert.equal((await c.readBytes(1)).toString(), "x");
   return c;
 }
 
@@ -149,24 +160,65 @@ describe("timeouts", () => {
 
 describe("limits", () => {
   test("sessionsPerClient and sessions refuse extra connections, and free slots are reused", async () => {
-    const ferry = await startFerry({ limits: { sessions: 3, sessionsPerClient: 2 } });
+    const echo = await startEchoServer();
+    const ferry = await startFerry({
+      limits: { sessions: 3, sessionsPerClient: 2 },
+      rules: [{ allow: { to: ["127.0.0.0/8"] } }],
+    });
     const open: TestClient[] = [];
     try {
       // 127.0.0.2 is a second loopback client address, so the per-client and total limits differ.
-      open.push(await accepted(ferry.port, "127.0.0.1"), await accepted(ferry.port, "127.0.0.1"));
+      open.push(
+        await established(ferry.port, "127.0.0.1", echo.port),
+        await established(ferry.port, "127.0.0.1", echo.port),
+      );
       await refused(ferry.port, "127.0.0.1");
       assert.match(ferry.refused.at(-1)!, /session limit for 127\.0\.0\.1 reached \(2\)/);
-      open.push(await accepted(ferry.port, "127.0.0.2"));
+      open.push(await established(ferry.port, "127.0.0.2", echo.port));
       await refused(ferry.port, "127.0.0.2");
       assert.match(ferry.refused.at(-1)!, /session limit reached \(3 in total\)/);
       // Closing one frees its slot.
       open.shift()!.destroy();
       await waitFor(() => ferry.server.activeSessions === 2, 10_000, "the slot to be freed");
-      open.push(await accepted(ferry.port, "127.0.0.1"));
+      open.push(await established(ferry.port, "127.0.0.1", echo.port));
       assert.equal(ferry.refused.length, 2);
     } finally {
       for (const c of open) c.destroy();
       await ferry.close();
+      await echo.close();
+    }
+  });
+
+  test("connections in the handshake take no session slot; the limit is applied when the request is read", async () => {
+    const echo = await startEchoServer();
+    const ferry = await startFerry({
+      limits: { sessions: 10, sessionsPerClient: 1 },
+      rules: [{ allow: { to: ["127.0.0.0/8"] } }],
+    });
+    const open: TestClient[] = [];
+    try {
+      // Two handshakes at once from one client allowed one session: both are let in...
+      const first = await TestClient.connect(ferry.port);
+      const second = await TestClient.connect(ferry.port);
+      open.push(first, second);
+      for (const c of [first, second]) {
+        c.write(encodeGreeting({ methods: [0] }));
+        assert.equal(await c.read(parseMethodSelection), 0);
+      }
+      const target = { type: "ipv4", host: "127.0.0.1", port: echo.port } as const;
+      first.write(encodeRequest({ command: "connect", address: target }));
+      assert.equal((await first.read(parseReply)).reply, 0);
+      // ...and the second request is refused with "not allowed", saying which limit.
+      second.write(encodeRequest({ command: "connect", address: target }));
+      assert.equal((await second.read(parseReply)).reply, 0x02);
+      const r = await recordFor(ferry, second.localPort);
+      assert.equal(r.reason, "refused: session limit for 127.0.0.1 reached (1)");
+      assert.equal(r.command, "connect");
+      assert.equal(ferry.refused.length, 0);
+    } finally {
+      for (const c of open) c.destroy();
+      await ferry.close();
+      await echo.close();
     }
   });
 });

@@ -102,3 +102,32 @@ test("cutRelay ends a relay whose client side has already closed cleanly", async
     stop();
   }
 });
+
+test("a relay cut just after it passed the client's FIN on to the target still ends", async () => {
+  const [clientFar, client, stop1] = await socketPair();
+  const [target, targetFar, stop2] = await socketPair();
+  try {
+    const result = relay(client, target);
+    // The client half-closes; the relay ends the target (in its own 'end' listener, which runs
+    // first), and the relay is cut in the same tick, as a shutdown or a reset may do. A reset
+    // while that shutdown is under way fails (EINVAL), and Node then never emits 'close'.
+    let cut: boolean | undefined;
+    client.once("end", () => {
+      cut = cutRelay(client, "cut at shutdown");
+    });
+    clientFar.end();
+    let timer: NodeJS.Timeout | undefined;
+    const ended = await Promise.race([
+      result,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error("the relay never ended")), 5000);
+      }),
+    ]).finally(() => clearTimeout(timer));
+    assert.equal(cut, true);
+    assert.equal(ended.reason, "cut at shutdown");
+  } finally {
+    for (const s of [clientFar, client, target, targetFar]) s.destroy();
+    stop1();
+    stop2();
+  }
+});
