@@ -55,16 +55,22 @@ export async function startProbedFerry(options: ProbedFerryOptions): Promise<Pro
   const configFile = join(dir.path, "ferry.json");
   writeFileSync(configFile, JSON.stringify(options.config, null, 2));
   const env = options.env ?? process.env;
-  const ferry = await spawnFerry({
-    args: ["--config", configFile, ...(options.args ?? [])],
-    env: {
-      ...env,
-      FERRY_PROBE: "1",
-      FERRY_PROBE_MS: String(options.probeMs ?? 1000),
-      NODE_OPTIONS: `${env.NODE_OPTIONS ?? ""} --import ${PROBE_URL}`.trim(),
-    },
-    lifetimeSec: options.lifetimeSec ?? 300,
-  });
+  let ferry: FerryProcess;
+  try {
+    ferry = await spawnFerry({
+      args: ["--config", configFile, ...(options.args ?? [])],
+      env: {
+        ...env,
+        FERRY_PROBE: "1",
+        FERRY_PROBE_MS: String(options.probeMs ?? 1000),
+        NODE_OPTIONS: `${env.NODE_OPTIONS ?? ""} --import ${PROBE_URL}`.trim(),
+      },
+      lifetimeSec: options.lifetimeSec ?? 300,
+    });
+  } catch (err) {
+    await dir.remove();
+    throw err;
+  }
   const samples: ProbeSample[] = [];
   const egress: string[] = [];
   const outcomes = new Map<string, number>();
@@ -112,6 +118,7 @@ export async function startProbedFerry(options: ProbedFerryOptions): Promise<Pro
   while (samples.length === 0) {
     if (Date.now() > deadline) {
       await ferry.stop();
+      await dir.remove();
       throw new Error(`no probe sample from ferry within 20 s: ${ferry.output().slice(-2000)}`);
     }
     await new Promise((r) => setTimeout(r, 20));
