@@ -103,13 +103,17 @@ export function gssapiAuth(options: GssapiServerOptions): AuthMethod {
         );
         if (chosen === "none") {
           ctx.dispose();
-          return { user };
+          return { user, protection: chosen };
         }
         const encapsulated = new GssEncapsulation(stream, gssProtector(ctx, chosen), reader.release());
         // Like the socket in runSession: errors surface through the reader and the relay, and
         // between them (while dialling) a reset must not crash the process.
         encapsulated.on("error", () => {});
-        return { user, encapsulation: { stream: encapsulated, reader: new StreamReader(encapsulated) } };
+        return {
+          user,
+          protection: chosen,
+          encapsulation: { stream: encapsulated, reader: new StreamReader(encapsulated) },
+        };
       } catch (err) {
         if (err instanceof AuthError) throw err;
         ctx.dispose();

@@ -1,5 +1,6 @@
 import type { Duplex } from "node:stream";
 import type { StreamReader } from "../io/reader.js";
+import type { ProtectionName } from "../protocol/gssapi.js";
 
 export interface AuthContext {
   /** Reads the client's messages (already past the greeting). */
@@ -12,6 +13,8 @@ export interface AuthContext {
 export interface AuthOutcome {
   /** The authenticated identity, if the method has one. */
   user?: string;
+  /** GSSAPI: the protection level agreed for the rest of the session (RFC 1961), for the audit. */
+  protection?: ProtectionName;
   /**
    * A stream that wraps the connection after the handshake (GSSAPI integrity/confidentiality).
    * Request, reply and relay all run over it unchanged.

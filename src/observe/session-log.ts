@@ -11,6 +11,7 @@ export function logSessions(server: FerryServer, log: Logger): void {
       protocol: r.protocol,
       method: r.method,
       user: r.user,
+      protection: r.protection,
       ident: r.ident,
       command: r.command,
       target: r.target,

@@ -3,6 +3,7 @@ import type { UserDatabase } from "../auth/users.js";
 import type { Config } from "../config/schema.js";
 import type { Outbound } from "../dial/outbound.js";
 import type { Policy } from "../policy/policy.js";
+import type { ProtectionName } from "../protocol/gssapi.js";
 import type { ServerState } from "./state.js";
 
 /**
@@ -29,6 +30,8 @@ export interface SessionRecord {
   protocol?: "socks4" | "socks4a" | "socks5" | "http" | "unknown";
   method?: string;
   user?: string;
+  /** GSSAPI: the protection level agreed (none, integrity, confidentiality); `user` is the principal. */
+  protection?: ProtectionName;
   /** SOCKS4 USERID: what the client claims, not verified. */
   ident?: string;
   command?: string;

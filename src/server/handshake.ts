@@ -80,6 +80,7 @@ export async function socks5Handshake(
     throw err;
   }
   record.user = outcome.user;
+  if (outcome.protection) record.protection = outcome.protection;
   const io = outcome.encapsulation ?? { stream, reader };
   try {
     const request = await io.reader.read(parseRequest);

@@ -219,6 +219,7 @@ test("GSSAPI (RFC 1961) against a real Kerberos realm", async (t) => {
           assert.equal(sha256(back), sha256(payload), "the echo came back byte for byte");
           const r = await record;
           assert.equal(r.user, `${realm.user}@${realm.realm}`);
+          assert.equal(r.protection, level, "the record says which protection was agreed");
           assert.equal(r.bytesUp, payload.length);
           const up = tap.up();
           const down = tap.down();
