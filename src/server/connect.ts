@@ -1,4 +1,4 @@
-import { replyForError } from "../dial/errors.js";
+import { errorCode, replyForError } from "../dial/errors.js";
 import type { RequestQuery } from "../policy/policy.js";
 import { formatAddress } from "../protocol/address.js";
 import { admitTarget, takeLease } from "./admission.js";
@@ -32,7 +32,11 @@ export async function connectCommand(
       const left = timeoutMs > 0 ? Math.max(1, Math.round(timeoutMs - (performance.now() - started))) : 0;
       dialed = await ctx.outbound.connect(admitted, { signal, timeoutMs: left });
     } catch (err) {
-      record.reason = (err as Error).message;
+      // The dial had what was left of timeouts.connect; the reason names the whole of it.
+      record.reason =
+        errorCode(err) === "ETIMEDOUT"
+          ? `connect to ${formatAddress(admitted.target)} timed out after ${timeoutMs} ms (timeouts.connect)`
+          : (err as Error).message;
       hs.replier.failure(replyForError(err));
       return;
     }
