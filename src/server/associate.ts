@@ -11,9 +11,8 @@ import { formatAddress, type SocksAddress } from "../protocol/address.js";
 import { Reply } from "../protocol/errors.js";
 import { Reassembler } from "../protocol/fragments.js";
 import { encodeUdpHeader, parseUdpDatagram, type UdpDatagram } from "../protocol/udp.js";
-import { decideCommand, takeLease } from "./admission.js";
+import { decideCommand, reportDecisions, takeLease } from "./admission.js";
 import type { ServerContext, SessionRecord } from "./context.js";
-import { decisionEvent } from "./decision-event.js";
 import type { Handshake } from "./handshake.js";
 import { TokenBucket } from "./limits.js";
 import { boundAddress } from "./replier.js";
@@ -192,13 +191,8 @@ class UdpAssociation implements DatagramEvents {
     counts[reason] = (counts[reason] ?? 0) + n;
   }
 
-  decided({ decision, ip }: Decided): void {
-    if (decision.log || decision.verdict === "deny") {
-      this.ctx.state.emit(
-        "decision",
-        decisionEvent(ip === undefined ? "request" : "address", this.record, decision, ip),
-      );
-    }
+  decided(d: Decided): void {
+    reportDecisions([d], this.ctx, this.record);
   }
 
   upstreamClosed(route: string, primary: boolean): void {

@@ -6,9 +6,8 @@ import type { Listening } from "../dial/outbound-bind.js";
 import type { RequestQuery } from "../policy/policy.js";
 import { formatAddress } from "../protocol/address.js";
 import { Reply } from "../protocol/errors.js";
-import { decideCommand, takeLease } from "./admission.js";
+import { decideCommand, reportDecisions, takeLease } from "./admission.js";
 import type { ServerContext, SessionRecord } from "./context.js";
-import { decisionEvent } from "./decision-event.js";
 import type { Handshake } from "./handshake.js";
 import { relay } from "./relay.js";
 import { boundAddress } from "./replier.js";
@@ -45,8 +44,7 @@ export async function bindCommand(
         client: record.client,
         controlLocal: controlLocalAddress(control),
         onPeer: (ip, d) => {
-          if (d && (d.log || d.verdict === "deny"))
-            ctx.state.emit("decision", decisionEvent("address", record, d, ip));
+          if (d) reportDecisions([{ decision: d, ip }], ctx, record);
           if (!d || d.verdict === "deny") record.peersRefused = (record.peersRefused ?? 0) + 1;
         },
       });
