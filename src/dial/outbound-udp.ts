@@ -3,6 +3,7 @@ import type { UdpAssociation } from "../client/associate.js";
 import { normalizeIp } from "../policy/addresses.js";
 import type { RequestQuery } from "../policy/policy.js";
 import { addressOf, type SocksAddress } from "../protocol/address.js";
+import { familyOf } from "./announce.js";
 import type { DialOptions } from "./dialer.js";
 import { DnsCache } from "./dns-cache.js";
 import { bindableExternal } from "./egress.js";
@@ -52,7 +53,7 @@ export class DatagramRouter {
   }
 
   private readonly lookup = async (host: string): Promise<Resolved[]> =>
-    (await this.dns.lookup(host)).map((address) => ({ address, family: address.includes(":") ? 6 : 4 }));
+    (await this.dns.lookup(host)).map((address) => ({ address, family: familyOf(address) }));
 
   /** Opens the command's own route now, so an upstream that refuses UDP fails the request itself. */
   async open(route: string | undefined, options: DialOptions): Promise<void> {
@@ -90,7 +91,7 @@ export class DatagramRouter {
       return undefined;
     }
     const ip = admitted.addresses![0]!.address;
-    const socket = this.socketFor(ip.includes(":") ? 6 : 4);
+    const socket = this.socketFor(familyOf(ip));
     const key = destinationKey(ip, to.port);
     this.destinations.delete(key);
     this.destinations.add(key);

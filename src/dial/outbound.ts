@@ -5,6 +5,7 @@ import { type Admission, admitAddresses, admitTarget } from "../policy/admit.js"
 import type { Decision, Policy, RequestQuery } from "../policy/policy.js";
 import { addressOf, isUnspecified, type SocksAddress } from "../protocol/address.js";
 import { Reply } from "../protocol/errors.js";
+import { familyOf } from "./announce.js";
 import type { ChainDialer } from "./chain.js";
 import type { Dialed, DialOptions } from "./dialer.js";
 import type { DirectDialer } from "./direct.js";
@@ -139,7 +140,6 @@ export class Outbound {
   ): Promise<Admitted> {
     const first = admitTarget(this.policy, q, this.resolvesNames);
     let admission: Admission;
-    const decided: Decided[] = [];
     if ("resolve" in first) {
       let found: Resolved[];
       try {
@@ -171,17 +171,17 @@ export class Outbound {
     } else {
       admission = first;
     }
-    if (admission.verdict === "deny") {
-      for (const d of admission.denied) decided.push(d);
-      throw new Refused(refusalText(q, admission), admission.decision, decided);
-    }
+    if (admission.verdict === "deny")
+      throw new Refused(refusalText(q, admission), admission.decision, admission.denied);
     const decision = admission.decision;
-    decided.push(admission.kind === "name" ? { decision } : { decision, ip: admission.addresses[0]! });
+    const decided: Decided[] = [
+      admission.kind === "name" ? { decision } : { decision, ip: admission.addresses[0]! },
+    ];
     if (admission.kind === "name") return new Admitted(issued, q, decision, undefined, decided);
     const route = this.chain(decision.route);
     let candidates: Resolved[] = admission.addresses.map((address) => ({
       address,
-      family: address.includes(":") ? 6 : 4,
+      family: familyOf(address),
     }));
     // SOCKS4 carries IPv4 only.
     if (route?.route.hops.at(-1)?.members.some((u) => u.protocol === "socks4")) {
