@@ -1,5 +1,8 @@
+import net from "node:net";
 import type { Duplex } from "node:stream";
 import { resetBehindEnd } from "../io/peer-reset.js";
+import { giveReadBuffer, takeReadBuffer } from "../io/read-buffers.js";
+import { readIntoOwnBuffer } from "../io/read-into.js";
 import type { Throttle, TokenBucket } from "./limits.js";
 
 export interface RelayOptions {
@@ -48,6 +51,12 @@ class Flow {
   /** Paused because a bucket is in debt, until `restTimer` fires. */
   resting = false;
   restTimer: NodeJS.Timeout | undefined;
+  /** Bulk mode: `src` reads into this buffer of ours instead of a fresh allocation per read. */
+  buffer: Buffer | undefined;
+  /** Bulk mode: paused because `dst` still holds bytes of `buffer`, until they are written. */
+  flushing = false;
+  /** Bulk mode: the callback of every write, which ends `flushing`. */
+  afterWrite: (() => void) | undefined;
 
   constructor(
     readonly relay: Relay,
@@ -146,6 +155,8 @@ class Relay {
     this.up.restTimer = this.down.restTimer = undefined;
     if (++this.closed === 2) {
       clearTimeout(this.idleTimer);
+      // Both sockets are closed: nothing reads into these buffers or writes from them any more.
+      for (const flow of [this.up, this.down]) if (flow.buffer) giveReadBuffer(flow.buffer);
       this.resolve({ bytesUp: this.up.bytes, bytesDown: this.down.bytes, reason: this.reason });
     }
   }
@@ -165,29 +176,69 @@ export function cutRelay(stream: Duplex, reason: string): boolean {
 
 function onData(this: RelayedStream, chunk: Buffer): void {
   const flow = this[FLOW]!;
+  pass(flow, chunk);
+  if (!flow.buffer && chunk.length >= BULK_READ && flow.bytes >= BULK_AFTER) enterBulkMode(flow);
+}
+
+/** A read into the flow's own buffer (bulk mode): `n` bytes at its start. */
+function onOwnRead(this: net.Socket, n: number, buffer: Buffer): void {
+  pass((this as RelayedStream)[FLOW]!, buffer.subarray(0, n));
+}
+
+function pass(flow: Flow, chunk: Buffer): void {
   flow.bytes += chunk.length;
-  const { relay } = flow;
+  const { relay, src, dst } = flow;
   if (relay.idleMs > 0) relay.lastActivity = Date.now();
-  if (!flow.dst.write(chunk)) {
+  if (flow.afterWrite) {
+    // The next read overwrites our buffer: while the writer still holds any of it, read nothing.
+    dst.write(chunk, flow.afterWrite);
+    if (dst.writableLength > 0) {
+      flow.flushing = true;
+      src.pause();
+    }
+  } else if (!dst.write(chunk)) {
     flow.draining = true;
-    this.pause();
+    src.pause();
   }
   if (!flow.buckets) return;
-  // Two reasons to pause: the writer is full (until drain) or the bucket is in debt (until the
-  // timer); reading resumes only when neither holds.
+  // Reasons to pause: the writer is full (until drain or flush) or the bucket is in debt (until
+  // the timer); reading resumes only when none holds.
   let wait = 0;
   for (const b of flow.buckets) wait = Math.max(wait, b.take(chunk.length));
   if (wait > 0 && !flow.resting) {
     flow.resting = true;
-    this.pause();
+    src.pause();
     flow.restTimer = setTimeout(endRest, Math.ceil(wait), flow);
   }
+}
+
+/**
+ * A flow moving bulk data (a large read, after a few hundred KiB) stops taking a fresh buffer
+ * from Node per read and reads into one of ours (see src/io/read-into.ts). Small and idle
+ * flows never do, so an idle connection holds no 64 KiB buffer. Only between plain TCP sockets:
+ * the flushing rule relies on a socket's writableLength counting every byte not yet written.
+ */
+const BULK_READ = 16 * 1024;
+const BULK_AFTER = 256 * 1024;
+
+function enterBulkMode(flow: Flow): void {
+  const { src, dst } = flow;
+  if (flow.draining || flow.resting || !(dst instanceof net.Socket) || !(src instanceof net.Socket)) return;
+  const buffer = takeReadBuffer();
+  const afterWrite = (): void => {
+    if (!flow.flushing || dst.writableLength > 0) return;
+    flow.flushing = false;
+    if (!flow.resting) src.resume();
+  };
+  if (!readIntoOwnBuffer(src, buffer, onOwnRead)) return giveReadBuffer(buffer);
+  flow.buffer = buffer;
+  flow.afterWrite = afterWrite;
 }
 
 function endRest(flow: Flow): void {
   flow.resting = false;
   flow.restTimer = undefined;
-  if (!flow.draining) flow.src.resume();
+  if (!flow.draining && !flow.flushing) flow.src.resume();
 }
 
 /** `this` drained: the flow writing to it may read again. */
@@ -196,7 +247,7 @@ function onDrain(this: RelayedStream): void {
   flow.draining = false;
   // A slow reader catching up is activity too, though no new byte was read.
   if (flow.relay.idleMs > 0) flow.relay.lastActivity = Date.now();
-  if (!flow.resting) flow.src.resume();
+  if (!flow.resting && !flow.flushing) flow.src.resume();
 }
 
 function onEnd(this: RelayedStream): void {

@@ -6,6 +6,7 @@ import path from "node:path";
 import { describe, test } from "node:test";
 import { buildOutbound } from "../../src/dial/build-outbound.js";
 import type { Resolved } from "../../src/dial/family.js";
+import { resetBehindEnd } from "../../src/io/peer-reset.js";
 import { addressOf } from "../../src/protocol/address.js";
 import { startFerry } from "../helpers/ferry.js";
 import { type SessionLine, spawnFerry } from "../helpers/ferry-process.js";
@@ -70,6 +71,9 @@ function watchEnd(socket: net.Socket): {
   const ended = new Promise<{ error?: string; end: boolean }>((resolve) => {
     // A clean end is an answer too (the wrong one here): the socket is half-open and stays.
     socket.on("end", () => {
+      // This client runs on the same libuv as Ferry: a reset behind unread bytes reaches it as
+      // an end too (see src/io/peer-reset.ts), so it asks the kernel as Ferry does.
+      if (resetBehindEnd(socket)) return resolve({ error: "ECONNRESET", end });
       end = true;
       resolve({ end });
     });
