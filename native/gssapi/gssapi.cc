@@ -170,6 +170,28 @@ OM_uint32 RefusedBits(bool inOrder) {
 constexpr size_t kFrameHeader = 4;
 constexpr size_t kMaxToken = 0xffff;
 
+// Plaintext to wrap: one or more Buffers, read as one run of bytes.
+struct Segment {
+  const uint8_t* data;
+  size_t length;
+};
+
+// Copies `n` bytes starting at `at` of the run `segs` into `dst`.
+void Gather(const std::vector<Segment>& segs, size_t at, size_t n, uint8_t* dst) {
+  for (const Segment& s : segs) {
+    if (n == 0) return;
+    if (at >= s.length) {
+      at -= s.length;
+      continue;
+    }
+    size_t take = s.length - at < n ? s.length - at : n;
+    memcpy(dst, s.data + at, take);
+    dst += take;
+    n -= take;
+    at = 0;
+  }
+}
+
 class Context;
 
 // Base of the thread-pool jobs: keeps the Context object and the Buffers it reads or writes
@@ -287,9 +309,11 @@ class Context : public Napi::ObjectWrap<Context> {
 
   // Cuts `in` into pieces of at most maxChunk bytes and writes each as one RFC 1961 data message
   // (header, then a gss_wrap-compatible token built in place) into `out`; returns bytes written.
-  Failure DoWrapFrames(const uint8_t* in, size_t inLen, uint8_t* out, size_t outLen, size_t maxChunk,
-                       bool conf, size_t* written) {
+  Failure DoWrapFrames(const std::vector<Segment>& in, uint8_t* out, size_t outLen, size_t maxChunk, bool conf,
+                       size_t* written) {
     Failure f;
+    size_t inLen = 0;
+    for (const Segment& s : in) inLen += s.length;
     size_t pos = 0;
     for (size_t at = 0; at < inLen; at += maxChunk) {
       size_t n = inLen - at < maxChunk ? inLen - at : maxChunk;
@@ -318,7 +342,7 @@ class Context : public Napi::ObjectWrap<Context> {
       iov[2].buffer.value = tok + h + n;
       iov[3].buffer.value = tok + h + n + p;
       // The one copy: the plaintext goes into its place in the token, where it is sealed.
-      if (n > 0) memcpy(tok + h, in + at, n);
+      Gather(in, at, n, tok + h);
       major = gss_wrap_iov(&minor, ctx_, conf, GSS_C_QOP_DEFAULT, &confState, iov, 4);
       if (GSS_ERROR(major)) return Fail("gss_wrap_iov", major, minor);
       if (conf && !confState)
@@ -677,21 +701,20 @@ class StepJob : public Job {
 
 class WrapFramesJob : public Job {
  public:
-  WrapFramesJob(Napi::Env env, Context* ctx, Napi::Object self, const uint8_t* in, size_t inLen, uint8_t* out,
+  WrapFramesJob(Napi::Env env, Context* ctx, Napi::Object self, std::vector<Segment> in, uint8_t* out,
                 size_t outLen, size_t maxChunk, bool conf)
       : Job(env, ctx, self, "ferry_gssapi_wrap"),
-        in_(in), inLen_(inLen), out_(out), outLen_(outLen), maxChunk_(maxChunk), conf_(conf) {}
+        in_(std::move(in)), out_(out), outLen_(outLen), maxChunk_(maxChunk), conf_(conf) {}
 
  protected:
   void Execute() override {
     std::lock_guard<std::mutex> lock(ctx_->mu_);
-    failure_ = ctx_->DoWrapFrames(in_, inLen_, out_, outLen_, maxChunk_, conf_, &written_);
+    failure_ = ctx_->DoWrapFrames(in_, out_, outLen_, maxChunk_, conf_, &written_);
   }
   Napi::Value Result(Napi::Env env) override { return Napi::Number::New(env, static_cast<double>(written_)); }
 
  private:
-  const uint8_t* in_;
-  size_t inLen_;
+  std::vector<Segment> in_;
   uint8_t* out_;
   size_t outLen_;
   size_t maxChunk_;
@@ -734,18 +757,35 @@ Napi::Value Context::StepAsync(const Napi::CallbackInfo& info) {
 }
 
 // wrapFrames(data, out, maxChunk, confidential) → Promise<number>: RFC 1961 data messages for
-// `data` written into `out`, resolving with the bytes written. Neither Buffer may be touched
-// until the promise settles.
+// `data` (a Buffer, or an array of Buffers taken as one run of bytes, so queued writes fill whole
+// tokens) written into `out`, resolving with the bytes written. No Buffer may change until the
+// promise settles.
 Napi::Value Context::WrapFrames(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!NeedContext(env)) return env.Undefined();
-  if (info.Length() < 4 || !info[0].IsBuffer() || !info[1].IsBuffer() || !info[2].IsNumber() ||
-      !info[3].IsBoolean()) {
-    Napi::TypeError::New(env, "wrapFrames(data: Buffer, out: Buffer, maxChunk: number, confidential: boolean)")
+  bool dataOk = info.Length() >= 1 && (info[0].IsBuffer() || info[0].IsArray());
+  if (!dataOk || info.Length() < 4 || !info[1].IsBuffer() || !info[2].IsNumber() || !info[3].IsBoolean()) {
+    Napi::TypeError::New(env,
+                         "wrapFrames(data: Buffer | Buffer[], out: Buffer, maxChunk: number, confidential: boolean)")
         .ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  auto in = info[0].As<Napi::Buffer<uint8_t>>();
+  std::vector<Segment> segs;
+  if (info[0].IsBuffer()) {
+    auto b = info[0].As<Napi::Buffer<uint8_t>>();
+    segs.push_back({b.Data(), b.Length()});
+  } else {
+    Napi::Array list = info[0].As<Napi::Array>();
+    for (uint32_t i = 0; i < list.Length(); i++) {
+      Napi::Value v = list.Get(i);
+      if (!v.IsBuffer()) {
+        Napi::TypeError::New(env, "wrapFrames: data must hold Buffers only").ThrowAsJavaScriptException();
+        return env.Undefined();
+      }
+      auto b = v.As<Napi::Buffer<uint8_t>>();
+      segs.push_back({b.Data(), b.Length()});
+    }
+  }
   auto out = info[1].As<Napi::Buffer<uint8_t>>();
   uint32_t maxChunk = info[2].As<Napi::Number>().Uint32Value();
   if (maxChunk == 0) {
@@ -753,9 +793,9 @@ Napi::Value Context::WrapFrames(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   if (!BeginJob(env)) return env.Undefined();
-  auto* job = new WrapFramesJob(env, this, info.This().As<Napi::Object>(), in.Data(), in.Length(), out.Data(),
-                                out.Length(), maxChunk, info[3].As<Napi::Boolean>());
-  job->Keep(info[0]);
+  auto* job = new WrapFramesJob(env, this, info.This().As<Napi::Object>(), std::move(segs), out.Data(), out.Length(),
+                                maxChunk, info[3].As<Napi::Boolean>());
+  job->Keep(info[0]);  // the array holds its Buffers
   job->Keep(info[1]);
   job->Queue();
   return job->Promise();

@@ -33,11 +33,11 @@ export interface GssContext {
   /** `inOrder` false (datagrams) tolerates loss and reordering but still refuses replays. */
   unwrap(token: Buffer, inOrder?: boolean): { data: Buffer; confidential: boolean };
   /**
-   * Cuts `data` into pieces of at most `maxChunk` bytes and writes each as an RFC 1961 data
-   * message (header and token) into `out`, sealing in place; resolves with the bytes written.
-   * Neither Buffer may change until the promise settles.
+   * Cuts `data` (Buffers taken as one run of bytes) into pieces of at most `maxChunk` bytes and
+   * writes each as an RFC 1961 data message (header and token) into `out`, sealing in place;
+   * resolves with the bytes written. No Buffer may change until the promise settles.
    */
-  wrapFrames(data: Buffer, out: Buffer, maxChunk: number, confidential: boolean): Promise<number>;
+  wrapFrames(data: Buffer | Buffer[], out: Buffer, maxChunk: number, confidential: boolean): Promise<number>;
   /**
    * Unwraps back-to-back whole RFC 1961 data messages in place, in order, refusing any token whose
    * confidentiality differs from `confidential`; resolves with [offset, length, ...] of each

@@ -16,8 +16,8 @@ export interface GssProtector {
   readonly maxChunk: number;
   /** One token, on the calling thread (datagrams). */
   wrap(data: Buffer): Buffer;
-  /** `data` as framed RFC 1961 data messages, sealed in the thread pool. */
-  wrapFrames(data: Buffer): Promise<Buffer>;
+  /** `data` (Buffers taken as one run) as framed RFC 1961 data messages, sealed in the thread pool. */
+  wrapFrames(data: Buffer | Buffer[]): Promise<Buffer>;
   /** Unwraps whole data messages in place, in the thread pool; resolves with each plaintext. */
   unwrapFrames(frames: Buffer): Promise<Buffer[]>;
   /** Unwraps one stream token: in order, at the agreed level. */
@@ -60,7 +60,8 @@ export function gssProtector(ctx: GssContext, level: "integrity" | "confidential
     maxChunk,
     wrap: (data) => ctx.wrap(data, conf),
     wrapFrames: async (data) => {
-      const out = Buffer.allocUnsafe(data.length + Math.ceil(data.length / maxChunk) * perPiece);
+      const length = Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : data.length;
+      const out = Buffer.allocUnsafe(length + Math.ceil(length / maxChunk) * perPiece);
       const used = await ctx.wrapFrames(data, out, maxChunk, conf);
       return out.subarray(0, used);
     },
@@ -216,11 +217,28 @@ export class GssEncapsulation extends Duplex {
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, callback: (err?: Error | null) => void): void {
-    if (chunk.length === 0) {
+    this.wrapAndSend(chunk, chunk.length, callback);
+  }
+
+  /** Writes queued while a wrap ran go out together, so they fill whole tokens. */
+  override _writev(
+    chunks: { chunk: Buffer; encoding: BufferEncoding }[],
+    callback: (err?: Error | null) => void,
+  ): void {
+    const buffers = chunks.map((c) => c.chunk);
+    this.wrapAndSend(
+      buffers,
+      buffers.reduce((n, b) => n + b.length, 0),
+      callback,
+    );
+  }
+
+  private wrapAndSend(data: Buffer | Buffer[], length: number, callback: (err?: Error | null) => void): void {
+    if (length === 0) {
       callback();
       return;
     }
-    this.protector.wrapFrames(chunk).then(
+    this.protector.wrapFrames(data).then(
       (framed) => {
         if (this.destroyed) callback();
         else if (this.inner.write(framed)) callback();
