@@ -1,5 +1,7 @@
 // Throughput of a GSSAPI-authenticated CONNECT at each protection level, one direction
-// (client → target), through an in-process Ferry, against a throwaway local KDC.
+// (client → target), against a throwaway local KDC: Ferry's client through an in-process Ferry,
+// and, when Dante with GSSAPI is built (scripts/build-dante-gssapi.sh), Dante's client (socksify
+// socat) through Ferry and through Dante's sockd, and Ferry's client through sockd.
 //   npm run build && node dist/bench/gssapi.js [MiB per run, default 64] [runs, default 3]
 import { once } from "node:events";
 import net from "node:net";
@@ -8,20 +10,30 @@ import { loadGssapi } from "../src/auth/gssapi-native.js";
 import type { ProtectionName } from "../src/protocol/gssapi.js";
 import { startFerry } from "../test/helpers/ferry.js";
 import { gssapiConnect } from "../test/helpers/gssapi-client.js";
-import { startTestRealm } from "../test/helpers/kdc.js";
+import { startTestRealm, type TestRealm } from "../test/helpers/kdc.js";
+import { type DanteBuild, findDanteGssapi, socksifiedSend, startSockd } from "./gssapi-dante.js";
 
 const mib = Number(process.argv[2] ?? 64);
 const runs = Number(process.argv[3] ?? 3);
 const total = mib * 1024 * 1024;
+const LEVELS = ["none", "integrity", "confidentiality"] as const;
 
-/** A target that counts bytes and reports when `total` have arrived. */
-async function startSink(): Promise<{ port: number; received: () => Promise<void>; close: () => void }> {
-  let waiter: (() => void) | undefined;
+interface Result {
+  mbps: number;
+  /** CPU time of this process per MiB: what runs in it (see each path), worker threads included. */
+  cpuMsPerMiB?: number;
+}
+
+/** A target that counts bytes; `next()` resolves with the first and last byte's times of the next `total` bytes. */
+async function startSink() {
+  let waiter: ((t: { first: number; last: number }) => void) | undefined;
   const server = net.createServer((s) => {
     let n = 0;
+    let first = 0;
     s.on("data", (c: Buffer) => {
+      if (n === 0) first = performance.now();
       n += c.length;
-      if (n >= total) waiter?.();
+      if (n >= total) waiter?.({ first, last: performance.now() });
     });
     s.on("error", () => {});
   });
@@ -29,22 +41,24 @@ async function startSink(): Promise<{ port: number; received: () => Promise<void
   await once(server, "listening");
   return {
     port: (server.address() as net.AddressInfo).port,
-    received: () =>
-      new Promise<void>((r) => {
+    next: () =>
+      new Promise<{ first: number; last: number }>((r) => {
         waiter = r;
       }),
     close: () => server.close(),
   };
 }
+type Sink = Awaited<ReturnType<typeof startSink>>;
 
-async function measure(port: number, sinkPort: number, level: ProtectionName, done: () => Promise<void>) {
+/** Ferry's client, in this process: timed from its first write to the target's last byte. */
+async function ferryClient(proxyPort: number, sink: Sink, level: ProtectionName): Promise<Result> {
   const conn = await gssapiConnect(
-    port,
-    { host: "127.0.0.1", port: sinkPort },
+    proxyPort,
+    { host: "127.0.0.1", port: sink.port },
     { service: "rcmd@localhost", protection: [level] },
   );
   const chunk = Buffer.alloc(256 * 1024, 0x61);
-  const arrived = done();
+  const arrived = sink.next();
   const cpu = process.cpuUsage();
   const start = performance.now();
   let sent = 0;
@@ -52,36 +66,97 @@ async function measure(port: number, sinkPort: number, level: ProtectionName, do
     sent += chunk.length;
     if (!conn.stream.write(chunk)) await once(conn.stream, "drain");
   }
-  await arrived;
-  const seconds = (performance.now() - start) / 1000;
+  const { last } = await arrived;
   const used = process.cpuUsage(cpu);
   conn.stream.destroy();
-  // CPU time (client, Ferry and target share this process) says more than MB/s on a busy machine.
-  return { mbps: total / seconds / 1e6, cpuMsPerMiB: (used.user + used.system) / 1000 / mib };
+  return { mbps: total / ((last - start) / 1000) / 1e6, cpuMsPerMiB: (used.user + used.system) / 1000 / mib };
+}
+
+/** Dante's client in its own process: timed at the target, first byte to last. */
+async function danteClient(
+  dante: DanteBuild,
+  realm: TestRealm,
+  proxyPort: number,
+  sink: Sink,
+  level: ProtectionName,
+): Promise<Result> {
+  const arrived = sink.next();
+  const cpu = process.cpuUsage();
+  await socksifiedSend(dante, realm, proxyPort, level, sink.port, total);
+  const { first, last } = await arrived;
+  const used = process.cpuUsage(cpu);
+  return { mbps: total / ((last - first) / 1000) / 1e6, cpuMsPerMiB: (used.user + used.system) / 1000 / mib };
+}
+
+function median(xs: number[]): number {
+  return [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+}
+
+function report(path: string, level: ProtectionName, results: Result[], cpuLabel: string | undefined): void {
+  const mbps = median(results.map((r) => r.mbps));
+  const cpu = cpuLabel
+    ? `${median(results.map((r) => r.cpuMsPerMiB ?? 0))
+        .toFixed(1)
+        .padStart(6)} CPU ms/MiB (${cpuLabel})`
+    : "";
+  console.log(
+    `${path.padEnd(22)} ${level.padEnd(16)} ${mbps.toFixed(0).padStart(6)} MB/s  ${cpu.padEnd(40)} runs: ${results.map((r) => r.mbps.toFixed(0)).join(", ")} MB/s`,
+  );
+}
+
+async function repeat(fn: () => Promise<Result>): Promise<Result[]> {
+  const results: Result[] = [];
+  for (let i = 0; i < runs; i++) results.push(await fn());
+  return results;
 }
 
 async function main(): Promise<void> {
   loadGssapi();
   const realm = await startTestRealm();
   const sink = await startSink();
+  const dante = findDanteGssapi();
   try {
     console.log(`GSSAPI CONNECT throughput, ${mib} MiB client → target, median of ${runs} runs`);
-    for (const level of ["none", "integrity", "confidentiality"] as const) {
+    for (const level of LEVELS) {
       const ferry = await startFerry({
         auth: ["gssapi"],
         gssapi: { keytab: realm.keytab, principal: "rcmd/localhost", protection: [level] },
         log: { level: "silent" },
       });
-      const results: { mbps: number; cpuMsPerMiB: number }[] = [];
-      for (let i = 0; i < runs; i++) results.push(await measure(ferry.port, sink.port, level, sink.received));
-      await ferry.close();
-      const median = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-      const mbps = median(results.map((r) => r.mbps));
-      const cpu = median(results.map((r) => r.cpuMsPerMiB));
-      console.log(
-        `${level.padEnd(16)} ${mbps.toFixed(0).padStart(6)} MB/s  ${cpu.toFixed(1).padStart(6)} CPU ms/MiB   (runs: ${results.map((r) => r.mbps.toFixed(0)).join(", ")} MB/s)`,
-      );
+      try {
+        report(
+          "Ferry → Ferry",
+          level,
+          await repeat(() => ferryClient(ferry.port, sink, level)),
+          "client+proxy",
+        );
+        if (typeof dante !== "string") {
+          const results = await repeat(() => danteClient(dante, realm, ferry.port, sink, level));
+          report("Dante client → Ferry", level, results, "Ferry proxy");
+        }
+      } finally {
+        await ferry.close();
+      }
+      if (typeof dante === "string") continue;
+      const sockd = await startSockd(dante, realm, level);
+      try {
+        report(
+          "Dante → Dante",
+          level,
+          await repeat(() => danteClient(dante, realm, sockd.port, sink, level)),
+          undefined,
+        );
+        report(
+          "Ferry client → Dante",
+          level,
+          await repeat(() => ferryClient(sockd.port, sink, level)),
+          "Ferry client",
+        );
+      } finally {
+        await sockd.stop();
+      }
     }
+    if (typeof dante === "string") console.log(`(Dante rows left out: ${dante})`);
   } finally {
     sink.close();
     await realm.stop();

@@ -1,14 +1,19 @@
 // Ferry's GSS-API binding: exactly what RFC 1961 needs (establish a Kerberos context as client
 // or acceptor, wrap/unwrap with and without confidentiality, the wrap size limit, the names).
-// Calls are synchronous: accepting needs only the keytab; initiating asks the KDC for a service
-// ticket once per context (a local round trip, cached afterwards in the credential cache).
+// Context establishment (which may ask the KDC for a ticket) and the stream's wrap/unwrap run in
+// libuv's thread pool and return promises, so the event loop never waits on Kerberos. A context's
+// GSS calls are serialised by its mutex: MIT contexts are not safe to use from two threads at once.
+// The stream calls wrap and unwrap in place, in the caller's Buffers (gss_wrap_iov/gss_unwrap_iov).
 #include <napi.h>
 
 #include <gssapi/gssapi.h>
 #include <gssapi/gssapi_ext.h>
 #include <gssapi/gssapi_krb5.h>
 
+#include <cstring>
+#include <mutex>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -30,7 +35,9 @@ std::string StatusText(OM_uint32 code, int type) {
   return out;
 }
 
-Napi::Error GssError(Napi::Env env, const char* call, OM_uint32 major, OM_uint32 minor) {
+// The message for a failed call. MIT keeps the detail of a minor code in thread-local storage,
+// so this must run on the thread that made the call.
+std::string GssMessage(const char* call, OM_uint32 major, OM_uint32 minor) {
   std::string msg = std::string(call) + ": " + StatusText(major, GSS_C_GSS_CODE);
   if (minor != 0) {
     std::string m = StatusText(minor, GSS_C_MECH_CODE);
@@ -40,11 +47,19 @@ Napi::Error GssError(Napi::Env env, const char* call, OM_uint32 major, OM_uint32
     // "Unspecified GSS failure. Minor code may provide more information" adds nothing.
     if (!m.empty()) msg = GSS_ROUTINE_ERROR(major) == GSS_S_FAILURE ? std::string(call) + ": " + m : msg + " (" + m + ")";
   }
+  return msg;
+}
+
+Napi::Error ErrorWith(Napi::Env env, const std::string& msg, const char* call, OM_uint32 major, OM_uint32 minor) {
   Napi::Error err = Napi::Error::New(env, msg);
   err.Set("major", Napi::Number::New(env, major));
   err.Set("minor", Napi::Number::New(env, minor));
   err.Set("call", Napi::String::New(env, call));
   return err;
+}
+
+Napi::Error GssError(Napi::Env env, const char* call, OM_uint32 major, OM_uint32 minor) {
+  return ErrorWith(env, GssMessage(call, major, minor), call, major, minor);
 }
 
 std::string NameText(gss_name_t name) {
@@ -116,6 +131,90 @@ class Credential : public Napi::ObjectWrap<Credential> {
 
 Napi::FunctionReference* credentialCtor = nullptr;
 
+// What a GSS call on a worker thread left behind, turned into a JS error on the main thread.
+struct Failure {
+  const char* call = nullptr;  // null: no failure
+  OM_uint32 major = 0;
+  OM_uint32 minor = 0;
+  std::string text;
+
+  Napi::Error ToError(Napi::Env env) const { return ErrorWith(env, text, call, major, minor); }
+};
+
+// A failed GSS call, its message made now, on this thread.
+Failure Fail(const char* call, OM_uint32 major, OM_uint32 minor) {
+  return {call, major, minor, GssMessage(call, major, minor)};
+}
+
+// A refusal of Ferry's own.
+Failure Refuse(const char* call, const std::string& why) {
+  return {call, 0, 0, std::string(call) + ": " + why};
+}
+
+// A stream and its datagrams must see the agreed level in every token (RFC 1961 section 5):
+// encrypted at confidentiality, integrity-only at integrity.
+const char* LevelMismatch(bool wantConf, int confState) {
+  if (wantConf && !confState) return "a token arrived without the agreed confidentiality";
+  if (!wantConf && confState) return "a token arrived encrypted, but integrity (no encryption) was agreed";
+  return nullptr;
+}
+
+// Supplementary status bits that refuse a token: a stream must see every token once, in order;
+// datagrams may be lost or reordered, but a replayed one is still refused.
+OM_uint32 RefusedBits(bool inOrder) {
+  return inOrder ? (GSS_S_DUPLICATE_TOKEN | GSS_S_OLD_TOKEN | GSS_S_UNSEQ_TOKEN | GSS_S_GAP_TOKEN)
+                 : GSS_S_DUPLICATE_TOKEN;
+}
+
+// RFC 1961 data message header: VER 1, MTYP 3 (data), LEN (16 bits, big-endian).
+constexpr size_t kFrameHeader = 4;
+constexpr size_t kMaxToken = 0xffff;
+
+// Plaintext to wrap: one or more Buffers, read as one run of bytes.
+struct Segment {
+  const uint8_t* data;
+  size_t length;
+};
+
+// Copies `n` bytes starting at `at` of the run `segs` into `dst`.
+void Gather(const std::vector<Segment>& segs, size_t at, size_t n, uint8_t* dst) {
+  for (const Segment& s : segs) {
+    if (n == 0) return;
+    if (at >= s.length) {
+      at -= s.length;
+      continue;
+    }
+    size_t take = s.length - at < n ? s.length - at : n;
+    memcpy(dst, s.data + at, take);
+    dst += take;
+    n -= take;
+    at = 0;
+  }
+}
+
+class Context;
+
+// Base of the thread-pool jobs: keeps the Context object and the Buffers it reads or writes
+// alive while the job runs, and settles a promise on the main thread.
+class Job : public Napi::AsyncWorker {
+ public:
+  Job(Napi::Env env, Context* ctx, Napi::Object self, const char* name);
+  Napi::Promise Promise() const { return deferred_.Promise(); }
+  void Keep(Napi::Value v) { keep_.push_back(Napi::Persistent(v)); }
+
+ protected:
+  void OnOK() override;
+  virtual Napi::Value Result(Napi::Env env) = 0;
+
+  Context* ctx_;
+  Failure failure_;
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Napi::ObjectReference self_;
+  std::vector<Napi::Reference<Napi::Value>> keep_;
+};
+
 // One security context. `new Context(target)` initiates (client, target like "rcmd@host" or
 // "rcmd/host[@REALM]"); `new Context(credential)` accepts (server).
 class Context : public Napi::ObjectWrap<Context> {
@@ -123,9 +222,12 @@ class Context : public Napi::ObjectWrap<Context> {
   static Napi::Function Init(Napi::Env env) {
     return DefineClass(env, "Context",
                        {
-                           InstanceMethod("step", &Context::Step),
+                           InstanceMethod("step", &Context::StepAsync),
+                           InstanceMethod("stepSync", &Context::StepSync),
                            InstanceMethod("wrap", &Context::WrapData),
                            InstanceMethod("unwrap", &Context::UnwrapToken),
+                           InstanceMethod("wrapFrames", &Context::WrapFrames),
+                           InstanceMethod("unwrapFrames", &Context::UnwrapFrames),
                            InstanceMethod("wrapSizeLimit", &Context::WrapSizeLimit),
                            InstanceMethod("dispose", &Context::Dispose),
                            InstanceAccessor("complete", &Context::Complete, nullptr),
@@ -151,7 +253,8 @@ class Context : public Napi::ObjectWrap<Context> {
         GssError(env, "gss_import_name", major, minor).ThrowAsJavaScriptException();
         return;
       }
-      // An explicit credential cache; otherwise the default one (KRB5CCNAME).
+      // An explicit credential cache; otherwise the default one (KRB5CCNAME). Reading the cache
+      // is local: the KDC is asked later, by the first step.
       if (info.Length() >= 2 && info[1].IsString()) {
         std::string ccache = info[1].As<Napi::String>();
         gss_key_value_element_desc element = {"ccache", ccache.c_str()};
@@ -179,8 +282,152 @@ class Context : public Napi::ObjectWrap<Context> {
 
   ~Context() override { Release(); }
 
+  // --- called by jobs, on a worker thread, with mu_ held ---
+
+  Failure DoStep(const gss_buffer_desc& input, gss_buffer_desc* output, bool* complete) {
+    Failure f;
+    OM_uint32 major, minor = 0;
+    gss_buffer_desc in = input;
+    if (initiator_) {
+      major = gss_init_sec_context(
+          &minor, cred_, &ctx_, target_, const_cast<gss_OID>(gss_mech_krb5),
+          GSS_C_MUTUAL_FLAG | GSS_C_REPLAY_FLAG | GSS_C_SEQUENCE_FLAG | GSS_C_INTEG_FLAG | GSS_C_CONF_FLAG,
+          GSS_C_INDEFINITE, GSS_C_NO_CHANNEL_BINDINGS, in.length ? &in : GSS_C_NO_BUFFER, nullptr, output,
+          &flags_, nullptr);
+    } else {
+      major = gss_accept_sec_context(&minor, &ctx_, cred_, &in, GSS_C_NO_CHANNEL_BINDINGS, &peer_, nullptr,
+                                     output, &flags_, nullptr, nullptr);
+    }
+    if (GSS_ERROR(major)) {
+      OM_uint32 ignored;
+      gss_release_buffer(&ignored, output);
+      return Fail(initiator_ ? "gss_init_sec_context" : "gss_accept_sec_context", major, minor);
+    }
+    *complete = !(major & GSS_S_CONTINUE_NEEDED);
+    return f;
+  }
+
+  // Cuts `in` into pieces of at most maxChunk bytes and writes each as one RFC 1961 data message
+  // (header, then a gss_wrap-compatible token built in place) into `out`; returns bytes written.
+  Failure DoWrapFrames(const std::vector<Segment>& in, uint8_t* out, size_t outLen, size_t maxChunk, bool conf,
+                       size_t* written) {
+    Failure f;
+    size_t inLen = 0;
+    for (const Segment& s : in) inLen += s.length;
+    size_t pos = 0;
+    for (size_t at = 0; at < inLen; at += maxChunk) {
+      size_t n = inLen - at < maxChunk ? inLen - at : maxChunk;
+      gss_iov_buffer_desc iov[4] = {};
+      iov[0].type = GSS_IOV_BUFFER_TYPE_HEADER;
+      iov[1].type = GSS_IOV_BUFFER_TYPE_DATA;
+      iov[1].buffer.length = n;
+      iov[2].type = GSS_IOV_BUFFER_TYPE_PADDING;
+      iov[3].type = GSS_IOV_BUFFER_TYPE_TRAILER;
+      int confState = 0;
+      OM_uint32 minor = 0;
+      OM_uint32 major = gss_wrap_iov_length(&minor, ctx_, conf, GSS_C_QOP_DEFAULT, &confState, iov, 4);
+      if (GSS_ERROR(major)) return Fail("gss_wrap_iov_length", major, minor);
+      size_t h = iov[0].buffer.length, p = iov[2].buffer.length, t = iov[3].buffer.length;
+      size_t token = h + n + p + t;
+      if (token > kMaxToken) return Refuse("gss_wrap_iov", "a wrapped piece exceeds 65535 bytes");
+      if (pos + kFrameHeader + token > outLen) return Refuse("gss_wrap_iov", "the output buffer is too small");
+      uint8_t* frame = out + pos;
+      frame[0] = 0x01;
+      frame[1] = 0x03;
+      frame[2] = static_cast<uint8_t>(token >> 8);
+      frame[3] = static_cast<uint8_t>(token & 0xff);
+      uint8_t* tok = frame + kFrameHeader;
+      iov[0].buffer.value = tok;
+      iov[1].buffer.value = tok + h;
+      iov[2].buffer.value = tok + h + n;
+      iov[3].buffer.value = tok + h + n + p;
+      // The one copy: the plaintext goes into its place in the token, where it is sealed.
+      Gather(in, at, n, tok + h);
+      major = gss_wrap_iov(&minor, ctx_, conf, GSS_C_QOP_DEFAULT, &confState, iov, 4);
+      if (GSS_ERROR(major)) return Fail("gss_wrap_iov", major, minor);
+      if (conf && !confState)
+        return Refuse("gss_wrap", "confidentiality was requested but the mechanism did not apply it");
+      pos += kFrameHeader + token;
+    }
+    *written = pos;
+    return f;
+  }
+
+  // Unwraps, in place, back-to-back RFC 1961 data messages; `spans` gets each message's
+  // plaintext as (offset, length) inside `buf`.
+  Failure DoUnwrapFrames(uint8_t* buf, size_t len, bool conf, std::vector<uint32_t>* spans) {
+    size_t pos = 0;
+    while (pos < len) {
+      if (len - pos < kFrameHeader || buf[pos] != 0x01 || buf[pos + 1] != 0x03)
+        return Refuse("gss_unwrap", "not a whole GSSAPI data message");
+      size_t token = (static_cast<size_t>(buf[pos + 2]) << 8) | buf[pos + 3];
+      if (len - pos - kFrameHeader < token) return Refuse("gss_unwrap", "not a whole GSSAPI data message");
+      uint8_t* tok = buf + pos + kFrameHeader;
+      gss_iov_buffer_desc iov[2] = {};
+      iov[0].type = GSS_IOV_BUFFER_TYPE_STREAM;
+      iov[0].buffer.value = tok;
+      iov[0].buffer.length = token;
+      iov[1].type = GSS_IOV_BUFFER_TYPE_DATA;
+      int confState = 0;
+      OM_uint32 minor = 0;
+      OM_uint32 major = gss_unwrap_iov(&minor, ctx_, &confState, nullptr, iov, 2);
+      if (GSS_ERROR(major)) return Fail("gss_unwrap", major, minor);
+      if (major & RefusedBits(true)) {
+        ReleaseIov(&iov[1]);
+        return Fail("gss_unwrap", major, 0);
+      }
+      if (const char* why = LevelMismatch(conf, confState)) {
+        ReleaseIov(&iov[1]);
+        return Refuse("gss_unwrap", why);
+      }
+      uint8_t* data = static_cast<uint8_t*>(iov[1].buffer.value);
+      size_t n = iov[1].buffer.length;
+      if (GSS_IOV_BUFFER_FLAGS(iov[1].type) & GSS_IOV_BUFFER_FLAG_ALLOCATED) {
+        // The mechanism did not decrypt in place: the plaintext is shorter than the token.
+        memcpy(tok, data, n);
+        ReleaseIov(&iov[1]);
+        data = tok;
+      }
+      spans->push_back(static_cast<uint32_t>(data - buf));
+      spans->push_back(static_cast<uint32_t>(n));
+      pos += kFrameHeader + token;
+    }
+    return {};
+  }
+
+  std::mutex mu_;
+
+  // --- main thread: a job starts and ends ---
+
+  bool BeginJob(Napi::Env env) {
+    if (disposed_) {
+      Napi::Error::New(env, "the GSS-API security context was disposed").ThrowAsJavaScriptException();
+      return false;
+    }
+    pending_++;
+    return true;
+  }
+
+  void EndJob() {
+    if (--pending_ == 0 && disposed_) Release();
+  }
+
+  void StepDone(bool complete) {
+    stepping_ = false;
+    if (complete) complete_ = true;
+  }
+
  private:
+  static void ReleaseIov(gss_iov_buffer_desc* b) {
+    if (GSS_IOV_BUFFER_FLAGS(b->type) & GSS_IOV_BUFFER_FLAG_ALLOCATED) {
+      OM_uint32 ignored;
+      gss_release_buffer(&ignored, &b->buffer);
+      b->type &= ~GSS_IOV_BUFFER_FLAG_ALLOCATED;
+    }
+  }
+
   void Release() {
+    std::lock_guard<std::mutex> lock(mu_);
     OM_uint32 minor;
     if (ctx_ != GSS_C_NO_CONTEXT) gss_delete_sec_context(&minor, &ctx_, GSS_C_NO_BUFFER);
     if (target_ != GSS_C_NO_NAME) gss_release_name(&minor, &target_);
@@ -189,51 +436,63 @@ class Context : public Napi::ObjectWrap<Context> {
   }
 
   bool NeedContext(Napi::Env env) {
-    if (ctx_ == GSS_C_NO_CONTEXT || !complete_) {
+    if (disposed_ || ctx_ == GSS_C_NO_CONTEXT || !complete_) {
       Napi::Error::New(env, "the GSS-API security context is not established").ThrowAsJavaScriptException();
       return false;
     }
     return true;
   }
 
-  // Feeds the peer's token (or nothing, for the client's first call); returns the token to send
-  // (possibly empty). `complete` tells whether the context is established.
-  Napi::Value Step(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
+  bool CanStep(Napi::Env env) {
     if (complete_) {
       Napi::Error::New(env, "the GSS-API security context is already established").ThrowAsJavaScriptException();
-      return env.Undefined();
+      return false;
     }
+    if (stepping_) {
+      Napi::Error::New(env, "a GSS-API context step is already running").ThrowAsJavaScriptException();
+      return false;
+    }
+    return true;
+  }
+
+  static gss_buffer_desc InputToken(const Napi::CallbackInfo& info) {
     gss_buffer_desc input = GSS_C_EMPTY_BUFFER;
     if (info.Length() >= 1 && info[0].IsBuffer()) {
       auto b = info[0].As<Napi::Buffer<uint8_t>>();
       input.length = b.Length();
       input.value = b.Data();
     }
-    gss_buffer_desc output = GSS_C_EMPTY_BUFFER;
-    OM_uint32 major, minor = 0;
-    if (initiator_) {
-      major = gss_init_sec_context(
-          &minor, cred_, &ctx_, target_, const_cast<gss_OID>(gss_mech_krb5),
-          GSS_C_MUTUAL_FLAG | GSS_C_REPLAY_FLAG | GSS_C_SEQUENCE_FLAG | GSS_C_INTEG_FLAG | GSS_C_CONF_FLAG,
-          GSS_C_INDEFINITE,
-          GSS_C_NO_CHANNEL_BINDINGS, input.length ? &input : GSS_C_NO_BUFFER, nullptr, &output, &flags_,
-          nullptr);
-    } else {
-      major = gss_accept_sec_context(&minor, &ctx_, cred_, &input, GSS_C_NO_CHANNEL_BINDINGS, &peer_,
-                                     nullptr, &output, &flags_, nullptr, nullptr);
-    }
-    if (GSS_ERROR(major)) {
-      OM_uint32 ignored;
-      gss_release_buffer(&ignored, &output);
-      GssError(env, initiator_ ? "gss_init_sec_context" : "gss_accept_sec_context", major, minor)
-          .ThrowAsJavaScriptException();
-      return env.Undefined();
-    }
-    complete_ = !(major & GSS_S_CONTINUE_NEEDED);
-    return ToBuffer(env, &output);
+    return input;
   }
 
+  Napi::Value StepAsync(const Napi::CallbackInfo& info);
+  Napi::Value WrapFrames(const Napi::CallbackInfo& info);
+  Napi::Value UnwrapFrames(const Napi::CallbackInfo& info);
+
+  // The same step, on the calling thread: for tests and tools that make tokens in a loop. It
+  // blocks while the KDC answers; Ferry's own code uses step().
+  Napi::Value StepSync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!CanStep(env) || !BeginJob(env)) return env.Undefined();
+    gss_buffer_desc output = GSS_C_EMPTY_BUFFER;
+    bool complete = false;
+    Failure f;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      f = DoStep(InputToken(info), &output, &complete);
+    }
+    Napi::Value result = env.Undefined();
+    if (f.call) {
+      f.ToError(env).ThrowAsJavaScriptException();
+    } else {
+      complete_ = complete;
+      result = ToBuffer(env, &output);
+    }
+    EndJob();
+    return result;
+  }
+
+  // Small messages (the protection-level octet, datagrams) are wrapped on the calling thread.
   Napi::Value WrapData(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!NeedContext(env)) return env.Undefined();
@@ -247,7 +506,11 @@ class Context : public Napi::ObjectWrap<Context> {
     gss_buffer_desc out = GSS_C_EMPTY_BUFFER;
     int confState = 0;
     OM_uint32 minor = 0;
-    OM_uint32 major = gss_wrap(&minor, ctx_, conf ? 1 : 0, GSS_C_QOP_DEFAULT, &in, &confState, &out);
+    OM_uint32 major;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      major = gss_wrap(&minor, ctx_, conf ? 1 : 0, GSS_C_QOP_DEFAULT, &in, &confState, &out);
+    }
     if (GSS_ERROR(major)) {
       GssError(env, "gss_wrap", major, minor).ThrowAsJavaScriptException();
       return env.Undefined();
@@ -276,16 +539,16 @@ class Context : public Napi::ObjectWrap<Context> {
     gss_buffer_desc out = GSS_C_EMPTY_BUFFER;
     int confState = 0;
     OM_uint32 minor = 0;
-    OM_uint32 major = gss_unwrap(&minor, ctx_, &in, &out, &confState, nullptr);
+    OM_uint32 major;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      major = gss_unwrap(&minor, ctx_, &in, &out, &confState, nullptr);
+    }
     if (GSS_ERROR(major)) {
       GssError(env, "gss_unwrap", major, minor).ThrowAsJavaScriptException();
       return env.Undefined();
     }
-    // A stream must see every token once, in order; datagrams may be lost or reordered, but a
-    // replayed one is still refused.
-    OM_uint32 refused = strictOrder ? (GSS_S_DUPLICATE_TOKEN | GSS_S_OLD_TOKEN | GSS_S_UNSEQ_TOKEN | GSS_S_GAP_TOKEN)
-                                    : GSS_S_DUPLICATE_TOKEN;
-    if (major & refused) {
+    if (major & RefusedBits(strictOrder)) {
       OM_uint32 ignored;
       gss_release_buffer(&ignored, &out);
       GssError(env, "gss_unwrap", major, 0).ThrowAsJavaScriptException();
@@ -308,7 +571,11 @@ class Context : public Napi::ObjectWrap<Context> {
     OM_uint32 maxToken = info[0].As<Napi::Number>().Uint32Value();
     bool conf = info[1].As<Napi::Boolean>();
     OM_uint32 maxInput = 0, minor = 0;
-    OM_uint32 major = gss_wrap_size_limit(&minor, ctx_, conf ? 1 : 0, GSS_C_QOP_DEFAULT, maxToken, &maxInput);
+    OM_uint32 major;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      major = gss_wrap_size_limit(&minor, ctx_, conf ? 1 : 0, GSS_C_QOP_DEFAULT, maxToken, &maxInput);
+    }
     if (GSS_ERROR(major)) {
       GssError(env, "gss_wrap_size_limit", major, minor).ThrowAsJavaScriptException();
       return env.Undefined();
@@ -316,13 +583,18 @@ class Context : public Napi::ObjectWrap<Context> {
     return Napi::Number::New(env, maxInput);
   }
 
+  // Releases now, or when the last running job ends: a worker may be inside a GSS call.
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
-    Release();
-    complete_ = false;
+    if (!disposed_) {
+      disposed_ = true;
+      if (pending_ == 0) Release();
+    }
     return info.Env().Undefined();
   }
 
-  Napi::Value Complete(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), complete_); }
+  Napi::Value Complete(const Napi::CallbackInfo& info) {
+    return Napi::Boolean::New(info.Env(), complete_ && !disposed_);
+  }
 
   // The other side: the client principal for an acceptor, the service for an initiator.
   Napi::Value PeerName(const Napi::CallbackInfo& info) {
@@ -336,18 +608,24 @@ class Context : public Napi::ObjectWrap<Context> {
   // which: 0 = source (initiator) name, 1 = target (acceptor) name, as the context reports them.
   Napi::Value Names(const Napi::CallbackInfo& info, int which) {
     Napi::Env env = info.Env();
-    if (ctx_ == GSS_C_NO_CONTEXT || !complete_) return env.Undefined();
+    if (disposed_ || ctx_ == GSS_C_NO_CONTEXT || !complete_) return env.Undefined();
     gss_name_t src = GSS_C_NO_NAME, targ = GSS_C_NO_NAME;
     OM_uint32 minor = 0;
-    OM_uint32 major =
-        gss_inquire_context(&minor, ctx_, &src, &targ, nullptr, nullptr, nullptr, nullptr, nullptr);
+    OM_uint32 major;
+    std::string s;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      major = gss_inquire_context(&minor, ctx_, &src, &targ, nullptr, nullptr, nullptr, nullptr, nullptr);
+      if (!GSS_ERROR(major)) {
+        s = NameText(which == 0 ? src : targ);
+        gss_release_name(&minor, &src);
+        gss_release_name(&minor, &targ);
+      }
+    }
     if (GSS_ERROR(major)) {
       GssError(env, "gss_inquire_context", major, minor).ThrowAsJavaScriptException();
       return env.Undefined();
     }
-    std::string s = NameText(which == 0 ? src : targ);
-    gss_release_name(&minor, &src);
-    gss_release_name(&minor, &targ);
     return Napi::String::New(env, s);
   }
 
@@ -365,13 +643,182 @@ class Context : public Napi::ObjectWrap<Context> {
   bool initiator_ = false;
   bool ownsCred_ = false;
   bool complete_ = false;
+  bool stepping_ = false;
+  bool disposed_ = false;
+  int pending_ = 0;
   gss_ctx_id_t ctx_ = GSS_C_NO_CONTEXT;
   gss_name_t target_ = GSS_C_NO_NAME;
   gss_name_t peer_ = GSS_C_NO_NAME;
   gss_cred_id_t cred_ = GSS_C_NO_CREDENTIAL;
   Napi::ObjectReference credRef_;
   OM_uint32 flags_ = 0;
+
 };
+
+Job::Job(Napi::Env env, Context* ctx, Napi::Object self, const char* name)
+    : Napi::AsyncWorker(env, name), ctx_(ctx), deferred_(Napi::Promise::Deferred::New(env)) {
+  self_ = Napi::Persistent(self);
+}
+
+void Job::OnOK() {
+  Napi::Env env = Env();
+  Napi::HandleScope scope(env);
+  if (failure_.call) {
+    deferred_.Reject(failure_.ToError(env).Value());
+  } else {
+    deferred_.Resolve(Result(env));
+  }
+  ctx_->EndJob();
+}
+
+class StepJob : public Job {
+ public:
+  StepJob(Napi::Env env, Context* ctx, Napi::Object self, gss_buffer_desc input)
+      : Job(env, ctx, self, "ferry_gssapi_step"), input_(input) {}
+  ~StepJob() override {
+    OM_uint32 ignored;
+    gss_release_buffer(&ignored, &output_);
+  }
+
+ protected:
+  void Execute() override {
+    std::lock_guard<std::mutex> lock(ctx_->mu_);
+    failure_ = ctx_->DoStep(input_, &output_, &complete_);
+  }
+  Napi::Value Result(Napi::Env env) override {
+    return Napi::Buffer<uint8_t>::Copy(env, static_cast<const uint8_t*>(output_.value), output_.length);
+  }
+  void OnOK() override {
+    ctx_->StepDone(!failure_.call && complete_);
+    Job::OnOK();
+  }
+
+ private:
+  gss_buffer_desc input_;
+  gss_buffer_desc output_ = GSS_C_EMPTY_BUFFER;
+  bool complete_ = false;
+};
+
+class WrapFramesJob : public Job {
+ public:
+  WrapFramesJob(Napi::Env env, Context* ctx, Napi::Object self, std::vector<Segment> in, uint8_t* out,
+                size_t outLen, size_t maxChunk, bool conf)
+      : Job(env, ctx, self, "ferry_gssapi_wrap"),
+        in_(std::move(in)), out_(out), outLen_(outLen), maxChunk_(maxChunk), conf_(conf) {}
+
+ protected:
+  void Execute() override {
+    std::lock_guard<std::mutex> lock(ctx_->mu_);
+    failure_ = ctx_->DoWrapFrames(in_, out_, outLen_, maxChunk_, conf_, &written_);
+  }
+  Napi::Value Result(Napi::Env env) override { return Napi::Number::New(env, static_cast<double>(written_)); }
+
+ private:
+  std::vector<Segment> in_;
+  uint8_t* out_;
+  size_t outLen_;
+  size_t maxChunk_;
+  bool conf_;
+  size_t written_ = 0;
+};
+
+class UnwrapFramesJob : public Job {
+ public:
+  UnwrapFramesJob(Napi::Env env, Context* ctx, Napi::Object self, uint8_t* buf, size_t len, bool conf)
+      : Job(env, ctx, self, "ferry_gssapi_unwrap"), buf_(buf), len_(len), conf_(conf) {}
+
+ protected:
+  void Execute() override {
+    std::lock_guard<std::mutex> lock(ctx_->mu_);
+    failure_ = ctx_->DoUnwrapFrames(buf_, len_, conf_, &spans_);
+  }
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Array a = Napi::Array::New(env, spans_.size());
+    for (size_t i = 0; i < spans_.size(); i++) a.Set(static_cast<uint32_t>(i), Napi::Number::New(env, spans_[i]));
+    return a;
+  }
+
+ private:
+  uint8_t* buf_;
+  size_t len_;
+  bool conf_;
+  std::vector<uint32_t> spans_;
+};
+
+// step(token?) → Promise<Buffer>: one round of establishment in the thread pool.
+Napi::Value Context::StepAsync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!CanStep(env) || !BeginJob(env)) return env.Undefined();
+  stepping_ = true;
+  auto* job = new StepJob(env, this, info.This().As<Napi::Object>(), InputToken(info));
+  if (info.Length() >= 1 && info[0].IsBuffer()) job->Keep(info[0]);
+  job->Queue();
+  return job->Promise();
+}
+
+// wrapFrames(data, out, maxChunk, confidential) → Promise<number>: RFC 1961 data messages for
+// `data` (a Buffer, or an array of Buffers taken as one run of bytes, so queued writes fill whole
+// tokens) written into `out`, resolving with the bytes written. No Buffer may change until the
+// promise settles.
+Napi::Value Context::WrapFrames(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!NeedContext(env)) return env.Undefined();
+  bool dataOk = info.Length() >= 1 && (info[0].IsBuffer() || info[0].IsArray());
+  if (!dataOk || info.Length() < 4 || !info[1].IsBuffer() || !info[2].IsNumber() || !info[3].IsBoolean()) {
+    Napi::TypeError::New(env,
+                         "wrapFrames(data: Buffer | Buffer[], out: Buffer, maxChunk: number, confidential: boolean)")
+        .ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  std::vector<Segment> segs;
+  if (info[0].IsBuffer()) {
+    auto b = info[0].As<Napi::Buffer<uint8_t>>();
+    segs.push_back({b.Data(), b.Length()});
+  } else {
+    Napi::Array list = info[0].As<Napi::Array>();
+    for (uint32_t i = 0; i < list.Length(); i++) {
+      Napi::Value v = list.Get(i);
+      if (!v.IsBuffer()) {
+        Napi::TypeError::New(env, "wrapFrames: data must hold Buffers only").ThrowAsJavaScriptException();
+        return env.Undefined();
+      }
+      auto b = v.As<Napi::Buffer<uint8_t>>();
+      segs.push_back({b.Data(), b.Length()});
+    }
+  }
+  auto out = info[1].As<Napi::Buffer<uint8_t>>();
+  uint32_t maxChunk = info[2].As<Napi::Number>().Uint32Value();
+  if (maxChunk == 0) {
+    Napi::RangeError::New(env, "wrapFrames: maxChunk must be positive").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  if (!BeginJob(env)) return env.Undefined();
+  auto* job = new WrapFramesJob(env, this, info.This().As<Napi::Object>(), std::move(segs), out.Data(), out.Length(),
+                                maxChunk, info[3].As<Napi::Boolean>());
+  job->Keep(info[0]);  // the array holds its Buffers
+  job->Keep(info[1]);
+  job->Queue();
+  return job->Promise();
+}
+
+// unwrapFrames(frames, confidential) → Promise<number[]>: unwraps whole RFC 1961 data messages
+// in place, strictly in order and at the agreed level; resolves with [offset, length, ...] of
+// each plaintext inside `frames`.
+Napi::Value Context::UnwrapFrames(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!NeedContext(env)) return env.Undefined();
+  if (info.Length() < 2 || !info[0].IsBuffer() || !info[1].IsBoolean()) {
+    Napi::TypeError::New(env, "unwrapFrames(frames: Buffer, confidential: boolean)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  auto buf = info[0].As<Napi::Buffer<uint8_t>>();
+  if (!BeginJob(env)) return env.Undefined();
+  auto* job = new UnwrapFramesJob(env, this, info.This().As<Napi::Object>(), buf.Data(), buf.Length(),
+                                  info[1].As<Napi::Boolean>());
+  job->Keep(info[0]);
+  job->Queue();
+  return job->Promise();
+}
 
 Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
   Napi::Function cred = Credential::Init(env);

@@ -7,10 +7,16 @@ export interface GssCredential {
   readonly __credential: never;
 }
 
-/** One GSS-API (Kerberos) security context, as the add-on in native/gssapi exposes it. */
+/**
+ * One GSS-API (Kerberos) security context, as the add-on in native/gssapi exposes it. Calls that
+ * may take long (establishment, which can ask the KDC; stream wrap/unwrap) run in libuv's thread
+ * pool and return promises; the context's GSS calls are serialised inside the add-on.
+ */
 export interface GssContext {
-  /** Feeds the peer's token (none for the initiator's first call); returns the token to send (may be empty). */
-  step(token?: Buffer): Buffer;
+  /** Feeds the peer's token (none for the initiator's first call); resolves with the token to send (may be empty). */
+  step(token?: Buffer): Promise<Buffer>;
+  /** step() on the calling thread, blocking while the KDC answers: for tests and token factories only. */
+  stepSync(token?: Buffer): Buffer;
   readonly complete: boolean;
   /** Client principal (acceptor side) or service principal (initiator side), once complete. */
   readonly peerName: string | undefined;
@@ -22,11 +28,25 @@ export interface GssContext {
     replay: boolean;
     sequence: boolean;
   };
+  /** One token, on the calling thread: for small messages (the protection level, datagrams). */
   wrap(data: Buffer, confidential: boolean): Buffer;
   /** `inOrder` false (datagrams) tolerates loss and reordering but still refuses replays. */
   unwrap(token: Buffer, inOrder?: boolean): { data: Buffer; confidential: boolean };
+  /**
+   * Cuts `data` (Buffers taken as one run of bytes) into pieces of at most `maxChunk` bytes and
+   * writes each as an RFC 1961 data message (header and token) into `out`, sealing in place;
+   * resolves with the bytes written. No Buffer may change until the promise settles.
+   */
+  wrapFrames(data: Buffer | Buffer[], out: Buffer, maxChunk: number, confidential: boolean): Promise<number>;
+  /**
+   * Unwraps back-to-back whole RFC 1961 data messages in place, in order, refusing any token whose
+   * confidentiality differs from `confidential`; resolves with [offset, length, ...] of each
+   * plaintext inside `frames`.
+   */
+  unwrapFrames(frames: Buffer, confidential: boolean): Promise<number[]>;
   /** The largest input whose wrapped token fits in `maxToken` bytes. */
   wrapSizeLimit(maxToken: number, confidential: boolean): number;
+  /** Releases the context now, or when the last running call ends. */
   dispose(): void;
 }
 

@@ -1,6 +1,12 @@
 import { Duplex } from "node:stream";
 import { ProtocolError } from "../protocol/errors.js";
-import { encodeGssMessage, GSSAPI_MAX_TOKEN, parseGssMessage } from "../protocol/gssapi.js";
+import {
+  encodeGssMessage,
+  GSSAPI_MAX_TOKEN,
+  GSSAPI_VERSION,
+  GssMessageType,
+  parseGssMessage,
+} from "../protocol/gssapi.js";
 import type { GssContext } from "./gssapi-native.js";
 
 /** Per-message protection at the agreed level (RFC 1961 §5): integrity or confidentiality. */
@@ -8,12 +14,32 @@ export interface GssProtector {
   readonly level: "integrity" | "confidentiality";
   /** The largest plaintext whose token fits the 16-bit LEN field. */
   readonly maxChunk: number;
+  /** One token, on the calling thread (datagrams). */
   wrap(data: Buffer): Buffer;
-  /** Unwraps a stream token: in order, and confidential when confidentiality was agreed. */
+  /** `data` (Buffers taken as one run) as framed RFC 1961 data messages, sealed in the thread pool. */
+  wrapFrames(data: Buffer | Buffer[]): Promise<Buffer>;
+  /** Unwraps whole data messages in place, in the thread pool; resolves with each plaintext. */
+  unwrapFrames(frames: Buffer): Promise<Buffer[]>;
+  /** Unwraps one stream token: in order, at the agreed level. */
   unwrap(token: Buffer): Buffer;
   /** Unwraps a datagram token: loss and reordering are tolerated, replays are not. */
   unwrapDatagram(token: Buffer): Buffer;
   dispose(): void;
+}
+
+/** Room for a piece's token beyond its plaintext, on top of what gss_wrap_size_limit leaves. */
+const WRAP_SLACK = 64;
+
+/**
+ * RFC 1961 §5: at integrity conf_req_flag is always false, at confidentiality always true, and a
+ * token that says otherwise is refused (a downgrade, or a peer that ignores the agreement).
+ */
+function levelMismatch(conf: boolean, confidential: boolean): ProtocolError | undefined {
+  if (conf && !confidential)
+    return new ProtocolError("GSSAPI: a message arrived without the agreed confidentiality");
+  if (!conf && confidential)
+    return new ProtocolError("GSSAPI: a message arrived encrypted, but integrity (no encryption) was agreed");
+  return undefined;
 }
 
 export function gssProtector(ctx: GssContext, level: "integrity" | "confidentiality"): GssProtector {
@@ -21,20 +47,46 @@ export function gssProtector(ctx: GssContext, level: "integrity" | "confidential
   const maxChunk = ctx.wrapSizeLimit(GSSAPI_MAX_TOKEN, conf);
   if (maxChunk < 1)
     throw new Error(`GSSAPI: the mechanism leaves no room for data in a ${GSSAPI_MAX_TOKEN}-byte token`);
+  // Per piece: the frame header, the token's own overhead at the largest piece, and some slack
+  // for mechanisms that pad to a block.
+  const perPiece = 4 + (GSSAPI_MAX_TOKEN - maxChunk) + WRAP_SLACK;
   const check = (r: { data: Buffer; confidential: boolean }): Buffer => {
-    // A peer (or a man in the middle) must not downgrade an agreed confidentiality level.
-    if (conf && !r.confidential)
-      throw new ProtocolError("GSSAPI: a message arrived without the agreed confidentiality");
+    const mismatch = levelMismatch(conf, r.confidential);
+    if (mismatch) throw mismatch;
     return r.data;
   };
   return {
     level,
     maxChunk,
     wrap: (data) => ctx.wrap(data, conf),
+    wrapFrames: async (data) => {
+      const length = Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : data.length;
+      const out = Buffer.allocUnsafe(length + Math.ceil(length / maxChunk) * perPiece);
+      const used = await ctx.wrapFrames(data, out, maxChunk, conf);
+      return out.subarray(0, used);
+    },
+    unwrapFrames: async (frames) => {
+      const spans = await ctx.unwrapFrames(frames, conf);
+      const out: Buffer[] = [];
+      for (let i = 0; i < spans.length; i += 2)
+        out.push(frames.subarray(spans[i]!, spans[i]! + spans[i + 1]!));
+      return out;
+    },
     unwrap: (token) => check(ctx.unwrap(token)),
     unwrapDatagram: (token) => check(ctx.unwrap(token, false)),
     dispose: () => ctx.dispose(),
   };
+}
+
+/** The length of the leading run of whole RFC 1961 data messages in `buf`. */
+function wholeDataMessages(buf: Buffer): number {
+  let at = 0;
+  while (buf.length - at >= 4 && buf[at] === GSSAPI_VERSION && buf[at + 1] === GssMessageType.DATA) {
+    const len = buf.readUInt16BE(at + 2);
+    if (buf.length - at - 4 < len) break;
+    at += 4 + len;
+  }
+  return at;
 }
 
 /**
@@ -62,10 +114,16 @@ export function unwrapDatagram(protector: GssProtector, packet: Buffer): Buffer 
 /**
  * The connection after a GSSAPI handshake with integrity or confidentiality: every write is cut
  * to the wrap size limit, wrapped and framed; every frame read is unwrapped. Request, reply and
- * relay run over it as over a socket (half-close, backpressure, idle timeout included).
+ * relay run over it as over a socket (half-close, backpressure, idle timeout included). Wrapping
+ * and unwrapping run in the thread pool, one batch at a time each way, so order is kept.
  */
 export class GssEncapsulation extends Duplex {
-  private pending: Buffer;
+  /** Bytes read and not yet unwrapped, in arrival order. */
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+  private unwrapping = false;
+  /** False once our reader is full: no new batch until it asks for more. */
+  private flowing = true;
   private innerEnded = false;
 
   constructor(
@@ -75,72 +133,119 @@ export class GssEncapsulation extends Duplex {
     leftover: Buffer = Buffer.alloc(0),
   ) {
     super({ allowHalfOpen: true });
-    this.pending = leftover;
-    inner.on("data", this.onData);
-    inner.on("end", this.onEnd);
+    if (leftover.length > 0) this.add(leftover);
+    inner.on("data", (chunk: Buffer) => {
+      this.add(chunk);
+      this.pump();
+    });
+    inner.on("end", () => {
+      this.innerEnded = true;
+      this.pump();
+    });
     inner.on("error", (err) => this.destroy(err));
     inner.on("close", () => {
       if (!this.destroyed && !this.innerEnded) this.destroy();
     });
   }
 
-  private readonly onData = (chunk: Buffer): void => {
-    this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
-    this.drainFrames();
-  };
+  private add(chunk: Buffer): void {
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+  }
 
-  private readonly onEnd = (): void => {
-    this.innerEnded = true;
-    this.drainFrames();
-    if (this.destroyed) return;
-    if (this.pending.length > 0) {
-      this.destroy(
-        new Error(`GSSAPI: connection ended inside a message (${this.pending.length} bytes left)`),
-      );
+  /** Starts unwrapping the whole frames buffered, or ends the stream when nothing more can come. */
+  private pump(): void {
+    if (this.unwrapping || this.destroyed) return;
+    const pending = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.buffered);
+    const end = wholeDataMessages(pending);
+    if (end === 0) {
+      this.chunks = pending.length > 0 ? [pending] : [];
+      this.stopAtHead(pending);
       return;
     }
-    this.push(null);
-  };
+    if (!this.flowing) {
+      this.chunks = [pending];
+      return;
+    }
+    const rest = pending.subarray(end);
+    this.chunks = rest.length > 0 ? [rest] : [];
+    this.buffered = rest.length;
+    this.unwrapping = true;
+    this.protector.unwrapFrames(pending.subarray(0, end)).then(
+      (pieces) => {
+        this.unwrapping = false;
+        if (this.destroyed) return;
+        for (const piece of pieces) {
+          if (piece.length > 0 && !this.push(piece)) this.flowing = false;
+        }
+        if (!this.flowing) this.inner.pause();
+        this.pump();
+      },
+      (err: Error) => {
+        this.unwrapping = false;
+        this.destroy(err.message.startsWith("GSSAPI") ? err : new Error(`GSSAPI: ${err.message}`));
+      },
+    );
+  }
 
-  /** Unwraps every whole frame buffered; pauses the socket when our reader is full. */
-  private drainFrames(): void {
+  /** No whole data message at the head: wait for more, or fail on anything else, or end. */
+  private stopAtHead(pending: Buffer): void {
     try {
-      for (;;) {
-        const parsed = parseGssMessage(this.pending);
-        if (!parsed) return;
-        this.pending = this.pending.subarray(parsed.consumed);
+      const parsed = pending.length > 0 ? parseGssMessage(pending) : undefined;
+      if (parsed) {
         const msg = parsed.value;
         if (msg.type === "abort") throw new ProtocolError("the peer aborted the GSSAPI session");
-        if (msg.type !== "data")
-          throw new ProtocolError(`expected encapsulated data, got a GSSAPI ${msg.type} message`);
-        const data = this.protector.unwrap(msg.token);
-        if (data.length > 0 && !this.push(data)) this.inner.pause();
+        throw new ProtocolError(`expected encapsulated data, got a GSSAPI ${msg.type} message`);
       }
     } catch (err) {
       const e = err as Error;
       this.destroy(e.message.startsWith("GSSAPI") ? e : new Error(`GSSAPI: ${e.message}`));
+      return;
     }
+    if (!this.innerEnded) return;
+    if (pending.length > 0) {
+      this.destroy(new Error(`GSSAPI: connection ended inside a message (${pending.length} bytes left)`));
+      return;
+    }
+    this.push(null);
   }
 
   override _read(): void {
-    if (this.pending.length > 0) this.drainFrames();
+    this.flowing = true;
     if (!this.innerEnded) this.inner.resume();
+    this.pump();
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, callback: (err?: Error | null) => void): void {
-    let framed: Buffer[];
-    try {
-      framed = [];
-      for (let at = 0; at < chunk.length; at += this.protector.maxChunk) {
-        const piece = chunk.subarray(at, at + this.protector.maxChunk);
-        framed.push(encodeGssMessage({ type: "data", token: this.protector.wrap(piece) }));
-      }
-    } catch (err) {
-      callback(err as Error);
+    this.wrapAndSend(chunk, chunk.length, callback);
+  }
+
+  /** Writes queued while a wrap ran go out together, so they fill whole tokens. */
+  override _writev(
+    chunks: { chunk: Buffer; encoding: BufferEncoding }[],
+    callback: (err?: Error | null) => void,
+  ): void {
+    const buffers = chunks.map((c) => c.chunk);
+    this.wrapAndSend(
+      buffers,
+      buffers.reduce((n, b) => n + b.length, 0),
+      callback,
+    );
+  }
+
+  private wrapAndSend(data: Buffer | Buffer[], length: number, callback: (err?: Error | null) => void): void {
+    if (length === 0) {
+      callback();
       return;
     }
-    if (this.inner.write(framed.length === 1 ? framed[0]! : Buffer.concat(framed))) callback();
-    else this.inner.once("drain", () => callback());
+    this.protector.wrapFrames(data).then(
+      (framed) => {
+        if (this.destroyed) callback();
+        else if (this.inner.write(framed)) callback();
+        else this.inner.once("drain", () => callback());
+      },
+      (err: Error) => callback(err),
+    );
   }
 
   override _final(callback: (err?: Error | null) => void): void {

@@ -73,7 +73,7 @@ export function gssapiAuth(options: GssapiServerOptions): AuthMethod {
           if (token.length === 0) throw refuse("the client sent an empty authentication token");
           let reply: Buffer;
           try {
-            reply = ctx.step(token);
+            reply = await ctx.step(token);
           } catch (err) {
             throw refuse((err as Error).message);
           }

@@ -1,7 +1,7 @@
 import type { Duplex } from "node:stream";
 import { type GssContext, loadGssapi } from "../auth/gssapi-native.js";
 import { GssEncapsulation, gssProtector } from "../auth/gssapi-stream.js";
-import { StreamReader } from "../io/reader.js";
+import { StreamClosedError, StreamReader } from "../io/reader.js";
 import { ProtocolError } from "../protocol/errors.js";
 import {
   decodeProtectionLevel,
@@ -18,7 +18,10 @@ export interface GssapiClientOptions {
    * (a principal, optionally with @REALM). See `gssapiServiceName` to build it from a proxy host.
    */
   service: string;
-  /** Levels this client accepts, most preferred first (the first is the one it asks for). */
+  /**
+   * Levels this client accepts, most preferred first: the first is the one it asks for, and the
+   * proxy's answer must be one of them. Default: confidentiality, integrity.
+   */
   protection?: ProtectionName[];
   /** A credential cache to use instead of the default (KRB5CCNAME), e.g. "FILE:/tmp/krb5cc_1000". */
   ccache?: string;
@@ -71,13 +74,24 @@ export async function gssapiClientNegotiate(
     ctx?.dispose();
     return new GssapiClientError(`GSSAPI: ${message}`);
   };
+  // What the protection exchange was, for messages when the proxy turns it down.
+  const offer = (): string =>
+    `asked for "${accepted[0]}", accepting ${accepted.join(", ")}; choose with ?protection=LEVEL[,LEVEL] in the proxy URL: none, integrity, confidentiality`;
   const readMessage = async (type: "auth" | "protection"): Promise<Buffer> => {
     try {
       return await reader.read(expectGssMessage(type));
     } catch (err) {
       ctx?.dispose();
       stream.destroy();
-      if (err instanceof ProtocolError && /aborted/.test(err.message)) {
+      const aborted = err instanceof ProtocolError && /aborted/.test(err.message);
+      // A proxy that will not grant the level asked for either aborts or just hangs up; either
+      // way it did not say which level it wanted.
+      if (type === "protection" && (aborted || err instanceof StreamClosedError)) {
+        throw new GssapiClientError(
+          `GSSAPI: the proxy ${aborted ? "refused" : "hung up on"} the protection level this client offered (${offer()})`,
+        );
+      }
+      if (aborted) {
         throw new GssapiClientError(
           `GSSAPI: the proxy refused authentication for ${options.service} (its log says why)`,
         );
@@ -93,7 +107,7 @@ export async function gssapiClientNegotiate(
   }
   let out: Buffer;
   try {
-    out = ctx.step();
+    out = await ctx.step();
   } catch (err) {
     throw fail(hint((err as Error).message));
   }
@@ -103,7 +117,7 @@ export async function gssapiClientNegotiate(
     if (round === MAX_ROUNDS) throw fail(`context not established after ${MAX_ROUNDS} rounds`);
     const token = await readMessage("auth");
     try {
-      out = ctx.step(token);
+      out = await ctx.step(token);
     } catch (err) {
       throw fail(hint((err as Error).message));
     }
@@ -125,7 +139,7 @@ export async function gssapiClientNegotiate(
     ctx.dispose();
     stream.destroy();
     throw new GssapiClientError(
-      `GSSAPI: the proxy chose protection "${chosen}", which this client does not accept (${accepted.join(", ")})`,
+      `GSSAPI: the proxy wants protection "${chosen}", which this client does not accept (${offer()})`,
     );
   }
   const servicePrincipal = ctx.peerName;

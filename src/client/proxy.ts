@@ -1,5 +1,5 @@
 import { addressOf, formatAddress, type SocksAddress } from "../protocol/address.js";
-import type { ProtectionName } from "../protocol/gssapi.js";
+import { ProtectionLevel, type ProtectionName } from "../protocol/gssapi.js";
 import type { ClientAuthMethod } from "./auth.js";
 
 /** One proxy of a chain, as parsed from a URL such as `socks5h://user:pass@host:1080`. */
@@ -32,8 +32,11 @@ export interface ProxyHop {
   http?: boolean;
   /**
    * Authenticate with Kerberos (GSSAPI, RFC 1961) instead: `service` is the proxy's service
-   * ("rcmd", completed to rcmd@<proxy host>; or a full "rcmd/host@REALM"). URL form:
-   * `socks5h://host:port?gssapi=rcmd`. Needs the GSSAPI add-on and a ticket (kinit).
+   * ("rcmd", completed to rcmd@<proxy host>; or a full "rcmd/host@REALM"). `protection` lists the
+   * levels this client accepts, most preferred first (the first is the one it asks for; default
+   * confidentiality, integrity). URL form:
+   * `socks5h://host:port?gssapi=rcmd&protection=integrity,confidentiality`. Needs the GSSAPI
+   * add-on and a ticket (kinit).
    */
   gssapi?: { service?: string; protection?: ProtectionName[]; ccache?: string };
 }
@@ -80,8 +83,32 @@ export function parseProxyUrl(input: string | URL): ProxyHop {
   if (url.username) hop.username = decodeURIComponent(url.username);
   if (url.password) hop.password = decodeURIComponent(url.password);
   const gssapi = url.searchParams.get("gssapi");
+  const protection = url.searchParams.get("protection");
   if (gssapi !== null) hop.gssapi = { service: gssapi || "rcmd" };
+  if (protection !== null) {
+    if (!hop.gssapi) {
+      throw new TypeError(
+        `proxy URL ${redact(String(input))}: protection= applies to GSSAPI only; add gssapi=SERVICE`,
+      );
+    }
+    hop.gssapi.protection = parseProtectionList(protection, String(input));
+  }
   return hop;
+}
+
+/** "integrity,confidentiality" → the levels in that order; names the accepted ones otherwise. */
+function parseProtectionList(list: string, input: string): ProtectionName[] {
+  const levels: ProtectionName[] = [];
+  for (const raw of list.split(",")) {
+    const name = raw.trim();
+    if (!Object.hasOwn(ProtectionLevel, name)) {
+      throw new TypeError(
+        `proxy URL ${redact(input)}: unknown protection "${name}"; use a comma-separated list of none, integrity, confidentiality`,
+      );
+    }
+    if (!levels.includes(name as ProtectionName)) levels.push(name as ProtectionName);
+  }
+  return levels;
 }
 
 /** Normalises one proxy or a chain into parsed hops; throws on an empty chain. */
@@ -103,7 +130,8 @@ export function describeHop(hop: ProxyHop): string {
         ? "socks5h"
         : "socks5";
   const user = hop.username ? `${encodeURIComponent(hop.username)}@` : "";
-  const gssapi = hop.gssapi ? `?gssapi=${encodeURIComponent(hop.gssapi.service ?? "rcmd")}` : "";
+  const protection = hop.gssapi?.protection ? `&protection=${hop.gssapi.protection.join(",")}` : "";
+  const gssapi = hop.gssapi ? `?gssapi=${encodeURIComponent(hop.gssapi.service ?? "rcmd")}${protection}` : "";
   return `${scheme}://${user}${formatAddress({ host: hop.host, port: hop.port })}${gssapi}`;
 }
 

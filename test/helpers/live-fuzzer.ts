@@ -545,7 +545,7 @@ export async function startFuzzSetup(options: {
       gssToken = () => {
         const ctx = new gss.Context("rcmd@localhost", realm.ccache);
         try {
-          return ctx.step();
+          return ctx.stepSync();
         } finally {
           ctx.dispose();
         }
