@@ -139,11 +139,18 @@ static int parse_request(char *line, struct request *r) {
 
 /* ---- connections ------------------------------------------------------------------------- */
 
+/*
+ * Sessions (nonblocking) send small messages and want them out at once: TCP_NODELAY, as load.ts.
+ * Streams (blocking) leave Nagle on: with it off, each 64 KiB write leaves loopback as a 65,483
+ * byte segment and a 53-byte runt, and a proxy that relays the runt on its own (with Nagle on,
+ * as all of them have) waits for an ACK the receiver delays; the rate then measures that
+ * stall, not the relay. load.ts meets it less, because Node coalesces queued writes (writev).
+ */
 static int socket_to(int port, int nonblocking) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0);
   if (fd < 0) return -1;
   int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* as load.ts (noDelay) */
+  if (nonblocking) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0 && errno != EINPROGRESS) {
@@ -264,6 +271,9 @@ static void upload(const struct request *r) {
   double cpu0 = cpu_ms(), start = now_ms(), stop = start + r->seconds * 1000;
   int failed = 0;
   while (!failed && now_ms() < stop) failed = write_all(fd, chunk, CHUNK_SIZE);
+  /* Nagle off now pushes out what it holds, so the last record is not kept waiting for an ACK. */
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   if (failed || write_all(fd, last_chunk, CHUNK_SIZE)) {
     snprintf(err, sizeof err, "upload write: %s", strerror(errno));
     close(fd);
