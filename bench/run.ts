@@ -114,10 +114,13 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 const rotate = <T>(list: T[], by: number): T[] => list.map((_, i) => list[(i + by) % list.length]!);
 const progress = (text: string): void => void process.stderr.write(`  ${text}\n`);
 
-/** Which code "ferry" was: the commit of this checkout, and whether it had local changes. */
+/** Which code "ferry" was: its last commit in this checkout, and whether it had local changes. */
 function ferryRevision(): string {
-  const rev = spawnSync("git", ["-C", root, "rev-parse", "--short", "HEAD"], { encoding: "utf8" });
-  if (rev.status !== 0) return "unknown";
+  // The last commit that changed Ferry itself, not the bench's own commits.
+  const rev = spawnSync("git", ["-C", root, "log", "-1", "--format=%h", "--", "src", "bin"], {
+    encoding: "utf8",
+  });
+  if (rev.status !== 0 || !rev.stdout.trim()) return "unknown";
   const dirty = spawnSync("git", ["-C", root, "status", "--porcelain", "--", "src", "bin"], {
     encoding: "utf8",
   });
@@ -179,7 +182,7 @@ async function main(): Promise<void> {
   const cpu = os.cpus();
   const heading = [
     `Ferry benchmark — ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC, ${os.hostname()}, ${cpu.length} cores (${cpu[0]?.model.trim() ?? "?"}), ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}`,
-    `ferry: ${ferryRevision()}${settings.ferryWorkers !== undefined ? `, --workers ${settings.ferryWorkers}` : ""}; ${settings.loader} load generator; medians of ${settings.runs} run(s); ${settings.seconds} s per stream; ${settings.sessions} sessions, ${settings.concurrency} in flight; ${settings.idle} idle connections`,
+    `ferry: src/ at ${ferryRevision()}${settings.ferryWorkers !== undefined ? `, --workers ${settings.ferryWorkers}` : ""}; ${settings.loader} load generator; medians of ${settings.runs} run(s); ${settings.seconds} s per stream; ${settings.sessions} sessions, ${settings.concurrency} in flight; ${settings.idle} idle connections`,
   ];
   process.stdout.write(report({ figures, systems: settings.systems, heading, notes }));
   if (flags.json) {
