@@ -128,6 +128,7 @@ function ferryRevision(): string {
 }
 
 async function main(): Promise<void> {
+  const loadAtStart = os.loadavg()[0]!;
   const limits = fdLimits();
   if (limits.hard < NOFILE) {
     const fit = Math.floor((limits.hard - 512) / 2);
@@ -181,7 +182,7 @@ async function main(): Promise<void> {
 
   const cpu = os.cpus();
   const heading = [
-    `Ferry benchmark — ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC, ${os.hostname()}, ${cpu.length} cores (${cpu[0]?.model.trim() ?? "?"}), ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}`,
+    `Ferry benchmark — ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC, ${os.hostname()}, ${cpu.length} cores (${cpu[0]?.model.trim() ?? "?"}), ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}; load average ${loadAtStart.toFixed(1)} at the start, ${os.loadavg()[0]!.toFixed(1)} at the end`,
     `ferry: src/ at ${ferryRevision()}${settings.ferryWorkers !== undefined ? `, --workers ${settings.ferryWorkers}` : ""}; ${settings.loader} load generator; medians of ${settings.runs} run(s); ${settings.seconds} s per stream; ${settings.sessions} sessions, ${settings.concurrency} in flight; ${settings.idle} idle connections`,
   ];
   process.stdout.write(report({ figures, systems: settings.systems, heading, notes }));
