@@ -59,8 +59,8 @@ async function served(
   });
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    if (child.exitCode !== null)
-      throw new Error(`${proxy.name} exited with ${child.exitCode}:\n${proxy.stderr()}`);
+    if (child.exitCode !== null || child.signalCode !== null)
+      throw new Error(`${proxy.name} exited (${child.exitCode ?? child.signalCode}):\n${proxy.stderr()}`);
     if (await probe(proxy.port).catch(() => false)) return proxy;
     if (Date.now() > deadline)
       throw new Error(`${proxy.name} did not serve within ${timeoutMs} ms:\n${proxy.stderr()}`);
