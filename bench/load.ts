@@ -17,6 +17,8 @@ import type {
 const HOST = "127.0.0.1";
 const GREETING = Buffer.from([5, 1, 0]);
 const CHUNK = Buffer.alloc(64 * 1024, "ferry-bench-upload;");
+/** The last record of an upload: its "E" tells the sink to answer (see targets.ts). */
+const LAST = Buffer.alloc(64 * 1024, "End-of-upload;");
 const PAYLOAD = Buffer.alloc(64, "0123456789abcdef");
 
 function connectRequest(port: number): Buffer {
@@ -86,7 +88,10 @@ function cpuSince(m: { cpu: NodeJS.CpuUsage; t: number }): { cpuMs: number; wall
   return { cpuMs: (d.user + d.system) / 1000, wallMs: performance.now() - m.t };
 }
 
-/** Writes as fast as the path takes for `seconds`, then FIN; the sink answers how much arrived. */
+/**
+ * Writes 64 KiB records as fast as the path takes for `seconds`, then the last record; the sink
+ * answers how much arrived. Each write is one whole record, so records stay 64 KiB-aligned.
+ */
 function upload(via: Via, port: number, seconds: number): Promise<ThroughputResult> {
   return new Promise((resolve, reject) => {
     open(
@@ -102,7 +107,7 @@ function upload(via: Via, port: number, seconds: number): Promise<ThroughputResu
             if (!s.write(CHUNK)) return;
           }
           s.off("drain", pump);
-          s.end();
+          s.write(LAST);
         };
         s.on("drain", pump);
         s.on("data", (c: Buffer) => {

@@ -46,7 +46,10 @@ export type LoadReply =
 export interface TargetPorts {
   /** Echoes every byte; half-close honoured. */
   echo: number;
-  /** Discards input; on the client's FIN answers the byte count as 8 bytes (big-endian) and closes. */
+  /**
+   * Discards input; answers the byte count as 8 bytes (big-endian) and closes once the upload's
+   * last 64 KiB record (first byte "E") is in, or on the client's FIN.
+   */
   sink: number;
   /** Sends data as fast as the reader takes it until the connection closes. */
   source: number;
@@ -66,3 +69,6 @@ export function percentile(values: number[], p: number): number {
   const rank = Math.min(sorted.length, Math.max(1, Math.ceil((p / 100) * sorted.length)));
   return sorted[rank - 1]!;
 }
+
+/** A wrong option or a missing tool: reported as one line, without a stack. */
+export class UsageError extends Error {}

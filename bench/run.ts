@@ -1,30 +1,34 @@
 /**
- * `npm run bench [-- --quick] [-- --runs N]`: direct TCP, the minimal Node SOCKS5 relay and Ferry,
- * side by side. Every party runs in its own process: the load generator, the target servers,
- * and each proxy. Each measurement is repeated and the median reported, because the machine is
- * shared and noisy. See docs/benchmark.md for what each number means.
+ * `npm run bench [-- options]`: Ferry side by side with its peers (direct TCP, a minimal Node
+ * SOCKS5 relay, microsocks, Dante) in one run. Every party runs in its own process (tree): the
+ * load generator, the target servers and each proxy. The systems take turns within each
+ * repetition (the order rotates) and the medians are reported, because the machine is shared and
+ * noisy. See docs/benchmark.md for what each number means.
  */
-import { type ChildProcess, spawn } from "node:child_process";
-import { once } from "node:events";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import net from "node:net";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { fdLimits, readyMessage, spawnNode, stop } from "./children.js";
+import { blankFigures, type Figures, type RawRecord, SYSTEMS, type System } from "./figures.js";
+import { hasCc, Loader, type LoaderKind } from "./loader.js";
+import { checkPeers, configurePeers, type ProxyName, type RunningProxy, startProxy } from "./peers.js";
+import { sampleTree, treeMemory } from "./proc-tree.js";
 import type {
   HoldResult,
-  LoadReply,
   LoadRequest,
   SessionsResult,
   TargetPorts,
   ThroughputResult,
   Via,
 } from "./protocol.js";
-import { median, percentile } from "./protocol.js";
+import { percentile, UsageError } from "./protocol.js";
+import { fmt, report } from "./report.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-// dist/bench → the repository root, where bin/ferry lives.
+// dist/bench → the repository root, where bin/ferry and bench/load.c live.
 const root = path.resolve(here, "..", "..");
 
 const { values: flags } = parseArgs({
@@ -36,6 +40,9 @@ const { values: flags } = parseArgs({
     concurrency: { type: "string" },
     idle: { type: "string" },
     only: { type: "string" },
+    systems: { type: "string" },
+    loader: { type: "string" },
+    "ferry-workers": { type: "string" },
     json: { type: "string" },
     help: { type: "boolean", short: "h", default: false },
   },
@@ -43,24 +50,43 @@ const { values: flags } = parseArgs({
 
 if (flags.help) {
   process.stdout.write(`usage: npm run bench [-- options]
-  --quick            a short smoke run (1 run, 1 s streams, 300 sessions, 300 idle connections)
-  --runs N           repetitions of every measurement; medians are reported (default 5)
-  --seconds S        length of each one-stream throughput measurement (default 3)
-  --sessions N       sessions per sessions/s measurement (default 4000)
-  --concurrency N    sessions in flight (default 64)
-  --idle N           idle connections held for the memory measurement (default 5000)
-  --only LIST        comma-separated subset of: throughput,sessions,memory
-  --json FILE        also write every raw figure to FILE
+  --quick              a short smoke run (1 run, 1 s streams, 300 sessions, 300 idle connections)
+  --runs N             repetitions of every measurement; medians are reported (default 5)
+  --seconds S          length of each one-stream throughput measurement (default 3)
+  --sessions N         sessions per sessions/s measurement (default 4000)
+  --concurrency N      sessions in flight (default 64)
+  --idle N             idle connections held for the memory measurement (default 5000)
+  --only LIST          comma-separated subset of: throughput,sessions,memory
+  --systems LIST       comma-separated subset of: ${SYSTEMS.join(",")} (default all)
+  --loader node|c      the load generator: bench/load.c compiled with cc (default when cc exists)
+                       or bench/load.ts
+  --ferry-workers N    run \`ferry serve --workers N\`
+  --json FILE          also write every raw figure to FILE
+environment: BENCH_PROXY_NODE_ARGS="--cpu-prof --cpu-prof-dir=prof" passes node flags to the
+Node proxies (minimal, ferry), e.g. to profile them.
 `);
   process.exit(0);
 }
 
+function usage(message: string): never {
+  process.stderr.write(`bench: ${message} (see --help)\n`);
+  process.exit(2);
+}
 const int = (v: string | undefined, fallback: number): number => {
   if (v === undefined) return fallback;
   const n = Number(v);
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`expected a positive number, got "${v}"`);
+  if (!Number.isFinite(n) || n <= 0) usage(`expected a positive number, got "${v}"`);
   return n;
 };
+function subset<T extends string>(flag: string, value: string | undefined, all: readonly T[]): T[] {
+  if (value === undefined) return [...all];
+  const list = value.split(",").map((v) => v.trim());
+  const bad = list.filter((v) => !all.includes(v as T));
+  if (bad.length > 0 || list.length === 0)
+    usage(`${flag}: unknown ${bad.join(", ")}; choose from ${all.join(",")}`);
+  return all.filter((v) => list.includes(v));
+}
+
 const quick = flags.quick ?? false;
 const settings = {
   runs: int(flags.runs, quick ? 1 : 5),
@@ -68,257 +94,41 @@ const settings = {
   sessions: int(flags.sessions, quick ? 300 : 4000),
   concurrency: int(flags.concurrency, 64),
   idle: int(flags.idle, quick ? 300 : 5000),
+  systems: subset("--systems", flags.systems, SYSTEMS),
+  only: subset("--only", flags.only, ["throughput", "sessions", "memory"] as const),
+  loader: (flags.loader ?? (hasCc() ? "c" : "node")) as LoaderKind,
+  ferryWorkers: flags["ferry-workers"] === undefined ? undefined : int(flags["ferry-workers"], 1),
 };
-const only = new Set((flags.only ?? "throughput,sessions,memory").split(","));
+if (settings.loader !== "node" && settings.loader !== "c") usage('--loader: "node" or "c"');
+const only = new Set<string>(settings.only);
+const proxies = settings.systems.filter((s): s is ProxyName => s !== "direct");
 const notes: string[] = [];
-
-// ---------------------------------------------------------------------------------------------
-// Child processes: every one is tracked by PID and stopped by PID, also when we fail.
-
-const children = new Set<ChildProcess>();
-
-function track(child: ChildProcess): ChildProcess {
-  children.add(child);
-  child.once("exit", () => children.delete(child));
-  return child;
-}
-
-function killAll(): void {
-  for (const child of children) {
-    if (child.pid !== undefined && child.exitCode === null) {
-      try {
-        process.kill(child.pid, "SIGKILL");
-      } catch {}
-    }
-  }
-}
-process.on("exit", killAll);
-for (const sig of ["SIGINT", "SIGTERM"] as const) {
-  process.on(sig, () => {
-    killAll();
-    process.exit(130);
-  });
-}
-
-const stopping = new Set<ChildProcess>();
-async function stop(child: ChildProcess, graceMs = 3000): Promise<void> {
-  stopping.add(child);
-  if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
-  const exited = once(child, "exit");
-  process.kill(child.pid, "SIGTERM");
-  const timer = setTimeout(() => {
-    if (child.exitCode === null && child.pid !== undefined) process.kill(child.pid, "SIGKILL");
-  }, graceMs);
-  await exited;
-  clearTimeout(timer);
-}
-
-/** Soft and hard "Max open files" of this process. */
-function fdLimits(): { soft: number; hard: number } {
-  const line = readFileSync("/proc/self/limits", "utf8")
-    .split("\n")
-    .find((l) => l.startsWith("Max open files"));
-  const [soft, hard] = (line?.match(/(\d+|unlimited)\s+(\d+|unlimited)/)?.slice(1) ?? []).map((v) =>
-    v === "unlimited" ? Number.POSITIVE_INFINITY : Number(v),
-  );
-  return { soft: soft ?? 1024, hard: hard ?? 1024 };
-}
-
-/**
- * Spawns `node ARGS` with at least `nofile` descriptors allowed: when our own soft limit is
- * lower, through `sh -c 'ulimit -n N && exec node …'` (exec keeps the PID: it is the node process).
- */
-function spawnNode(args: string[], nofile: number, stdio: "ipc" | "pipe-ipc"): ChildProcess {
-  const io = stdio === "ipc" ? ["ignore", "inherit", "inherit", "ipc"] : ["ignore", "ignore", "pipe", "ipc"];
-  const { soft } = fdLimits();
-  const child =
-    soft >= nofile
-      ? spawn(process.execPath, args, { stdio: io as never })
-      : spawn("sh", ["-c", `ulimit -n ${nofile} && exec "$0" "$@"`, process.execPath, ...args], {
-          stdio: io as never,
-        });
-  return track(child);
-}
-
-function readyMessage<T>(child: ChildProcess, what: string, timeoutMs = 15_000): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error(`${what} did not start within ${timeoutMs} ms`)),
-      timeoutMs,
-    );
-    child.once("exit", (code) => reject(new Error(`${what} exited with ${code} before it was ready`)));
-    child.on("message", (m: { ready?: T }) => {
-      if (m.ready !== undefined) {
-        clearTimeout(timer);
-        resolve(m.ready);
-      }
-    });
-  });
-}
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  s.listen(0, "127.0.0.1");
-  await once(s, "listening");
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
-
-/** VmRSS of a process, in KiB. */
-function rssKiB(pid: number): number {
-  const m = readFileSync(`/proc/${pid}/status`, "utf8").match(/VmRSS:\s+(\d+) kB/);
-  if (!m) throw new Error(`no VmRSS for PID ${pid}`);
-  return Number(m[1]);
-}
-
-const TICKS = 100; // USER_HZ on Linux
-/** CPU time (user + system) a process has used so far, in ms. */
-function cpuMs(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return ((Number(fields[11]) + Number(fields[12])) * 1000) / TICKS;
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-// ---------------------------------------------------------------------------------------------
-// The parties.
+const raw: RawRecord[] = [];
+const figures = Object.fromEntries(SYSTEMS.map((s) => [s, blankFigures()])) as Record<System, Figures>;
 
 const NOFILE = settings.idle * 2 + 512;
-/** Extra node flags for both proxies, e.g. "--cpu-prof --cpu-prof-dir=prof" to profile them. */
+/** Extra node flags for the Node proxies, e.g. "--cpu-prof --cpu-prof-dir=prof" to profile them. */
 const PROXY_NODE_ARGS = (process.env.BENCH_PROXY_NODE_ARGS ?? "").split(" ").filter(Boolean);
 
-class Loader {
-  private nextId = 1;
-  private readonly pending = new Map<number, (r: LoadReply) => void>();
-  constructor(readonly child: ChildProcess) {
-    child.on("message", (m: LoadReply | { ready: true }) => {
-      if ("id" in m) {
-        this.pending.get(m.id)?.(m);
-        this.pending.delete(m.id);
-      }
-    });
-  }
-  static async start(): Promise<Loader> {
-    const child = spawnNode([path.join(here, "load.js")], NOFILE, "ipc");
-    await readyMessage(child, "load generator");
-    return new Loader(child);
-  }
-  run<T>(req: LoadRequest): Promise<T> {
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, (r) => (r.ok ? resolve(r.result as T) : reject(new Error(r.error))));
-      this.child.send({ id, req });
-    });
-  }
-}
-
-interface Proxy {
-  name: "minimal" | "ferry";
-  port: number;
-  child: ChildProcess;
-  stderr: () => string;
-}
-
-async function startMinimal(): Promise<Proxy> {
-  const child = spawnNode([...PROXY_NODE_ARGS, path.join(here, "minimal-relay.js")], NOFILE, "ipc");
-  const port = await readyMessage<number>(child, "minimal relay");
-  return { name: "minimal", port, child, stderr: () => "" };
-}
-
-let tmp: string | undefined;
-async function startFerry(loader: Loader, echoPort: number): Promise<Proxy> {
-  tmp ??= mkdtempSync(path.join(os.tmpdir(), "ferry-bench-"));
-  const port = await freePort();
-  const config = path.join(tmp, `ferry-${port}.yaml`);
-  // The default limits (1000 sessions, 64 per client) would refuse the idle-memory run.
-  writeFileSync(
-    config,
-    `listen: ["127.0.0.1:${port}"]\nlimits:\n  sessions: ${settings.idle + 1000}\n  sessionsPerClient: ${settings.idle + 1000}\n`,
-  );
-  const child = spawnNode(
-    [...PROXY_NODE_ARGS, path.join(root, "bin", "ferry"), "serve", "--config", config, "--log-level", "warn"],
-    NOFILE,
-    "pipe-ipc",
-  );
-  let err = "";
-  child.stderr?.on("data", (c: Buffer) => {
-    err = (err + c.toString()).slice(-4000);
-  });
-  const proxy: Proxy = { name: "ferry", port, child, stderr: () => err };
-  child.once("exit", (code, signal) => {
-    if (!stopping.has(child))
-      process.stderr.write(`ferry (PID ${child.pid}) exited unexpectedly (${code ?? signal}):\n${err}\n`);
-  });
-  // Ready when one whole session goes through.
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`ferry exited with ${child.exitCode}:\n${err}`);
-    const r = await loader
-      .run<SessionsResult>({
-        op: "sessions",
-        via: { kind: "socks5", port },
-        port: echoPort,
-        count: 1,
-        concurrency: 1,
-        timeoutMs: 2000,
-      })
-      .catch(() => undefined);
-    if (r && r.ok === 1) return proxy;
-    if (Date.now() > deadline) throw new Error(`ferry did not serve within 15 s:\n${err}`);
-    await sleep(100);
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Measurements.
-
-type System = "direct" | "minimal" | "ferry";
-const SYSTEMS: System[] = ["direct", "minimal", "ferry"];
-
-interface Figures {
-  uploadMBps: number[];
-  downloadMBps: number[];
-  sessionsPerSec: number[];
-  p50ms: number[];
-  p99ms: number[];
-  /** Proxy CPU per GB relayed in the one-stream runs (both directions), ms. */
-  cpuPerGBms: number[];
-  /** Proxy CPU per session, µs. */
-  cpuPerSessionUs: number[];
-  /** Load generator CPU / wall time during the sessions run. */
-  loaderBusy: number[];
-  idleKiB: number[];
-  idleHeld: number[];
-}
-const figures: Record<System, Figures> = {
-  direct: blank(),
-  minimal: blank(),
-  ferry: blank(),
-};
-function blank(): Figures {
-  return {
-    uploadMBps: [],
-    downloadMBps: [],
-    sessionsPerSec: [],
-    p50ms: [],
-    p99ms: [],
-    cpuPerGBms: [],
-    cpuPerSessionUs: [],
-    loaderBusy: [],
-    idleKiB: [],
-    idleHeld: [],
-  };
-}
-
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const rotate = <T>(list: T[], by: number): T[] => list.map((_, i) => list[(i + by) % list.length]!);
+const progress = (text: string): void => void process.stderr.write(`  ${text}\n`);
 
-function progress(text: string): void {
-  process.stderr.write(`  ${text}\n`);
+/** Which code "ferry" was: its last commit in this checkout, and whether it had local changes. */
+function ferryRevision(): string {
+  // The last commit that changed Ferry itself, not the bench's own commits.
+  const rev = spawnSync("git", ["-C", root, "log", "-1", "--format=%h", "--", "src", "bin"], {
+    encoding: "utf8",
+  });
+  if (rev.status !== 0 || !rev.stdout.trim()) return "unknown";
+  const dirty = spawnSync("git", ["-C", root, "status", "--porcelain", "--", "src", "bin"], {
+    encoding: "utf8",
+  });
+  return `${rev.stdout.trim()}${dirty.stdout.trim() ? "+local changes" : ""}`;
 }
 
 async function main(): Promise<void> {
+  const loadAtStart = os.loadavg()[0]!;
   const limits = fdLimits();
   if (limits.hard < NOFILE) {
     const fit = Math.floor((limits.hard - 512) / 2);
@@ -327,239 +137,274 @@ async function main(): Promise<void> {
     );
     settings.idle = Math.max(1, fit);
   }
+  checkPeers(proxies, root, settings.ferryWorkers);
   process.stderr.write(
-    `ferry bench: ${settings.runs} run(s); ${settings.seconds} s per stream; ${settings.sessions} sessions, ${settings.concurrency} in flight; ${settings.idle} idle connections\n`,
+    `ferry bench: ${settings.systems.join(", ")}; ${settings.runs} run(s); ${settings.seconds} s per stream; ${settings.sessions} sessions, ${settings.concurrency} in flight; ${settings.idle} idle connections; ${settings.loader} load generator\n`,
   );
 
+  const tmp = mkdtempSync(path.join(os.tmpdir(), "ferry-bench-"));
   const targetsChild = spawnNode([path.join(here, "targets.js")], NOFILE, "ipc");
-  const targets = await readyMessage<TargetPorts>(targetsChild, "target servers");
-  const loader = await Loader.start();
-
+  let loader: Loader | undefined;
   try {
-    if (only.has("throughput") || only.has("sessions")) {
-      const minimal = await startMinimal();
-      const ferry = await startFerry(loader, targets.echo);
-      const proxies = { minimal, ferry };
-      const via = (s: System): Via =>
-        s === "direct" ? { kind: "direct" } : { kind: "socks5", port: proxies[s].port };
-      // Warm-up: let every path JIT before anything counts.
-      for (const s of SYSTEMS) {
+    const targets = await readyMessage<TargetPorts>(targetsChild, "target servers");
+    const load = await Loader.start(settings.loader, here, root, NOFILE);
+    loader = load;
+    configurePeers({
+      here,
+      root,
+      tmp,
+      nofile: NOFILE,
+      sessions: settings.idle + 1000,
+      nodeArgs: PROXY_NODE_ARGS,
+      ferryWorkers: settings.ferryWorkers,
+      probe: async (port) => {
+        const r = await load.run<SessionsResult>({
+          op: "sessions",
+          via: { kind: "socks5", port },
+          port: targets.echo,
+          count: 1,
+          concurrency: 1,
+          timeoutMs: 2000,
+        });
+        return r.ok === 1;
+      },
+    });
+    if (only.has("throughput") || only.has("sessions")) await speed(load, targets);
+    if (only.has("memory")) await memory(load, targets);
+  } finally {
+    if (loader) {
+      loader.child.send({ id: 0, req: { op: "exit" } satisfies LoadRequest });
+      await stop(loader.child);
+    }
+    await stop(targetsChild);
+    rmSync(tmp, { recursive: true, force: true });
+  }
+
+  const cpu = os.cpus();
+  const heading = [
+    `Ferry benchmark — ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC, ${os.hostname()}, ${cpu.length} cores (${cpu[0]?.model.trim() ?? "?"}), ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}; load average ${loadAtStart.toFixed(1)} at the start, ${os.loadavg()[0]!.toFixed(1)} at the end`,
+    `ferry: src/ at ${ferryRevision()}${settings.ferryWorkers !== undefined ? `, --workers ${settings.ferryWorkers}` : ""}; ${settings.loader} load generator; medians of ${settings.runs} run(s); ${settings.seconds} s per stream; ${settings.sessions} sessions, ${settings.concurrency} in flight; ${settings.idle} idle connections`,
+  ];
+  process.stdout.write(report({ figures, systems: settings.systems, heading, notes }));
+  if (flags.json) {
+    writeFileSync(
+      flags.json,
+      `${JSON.stringify({ date: new Date().toISOString(), heading, settings, figures, raw, notes }, null, 2)}\n`,
+    );
+  }
+}
+
+/** Streams and sessions: every system started once, then the rounds interleave them. */
+async function speed(loader: Loader, targets: TargetPorts): Promise<void> {
+  const running = new Map<ProxyName, RunningProxy>();
+  try {
+    for (const name of proxies) running.set(name, await startProxy(name));
+    const via = (s: System): Via =>
+      s === "direct" ? { kind: "direct" } : { kind: "socks5", port: running.get(s)!.port };
+    // Warm-up: let every path JIT (and Dante fork its children) before anything counts.
+    for (const s of settings.systems) {
+      await loader.run({
+        op: "sessions",
+        via: via(s),
+        port: targets.echo,
+        count: 200,
+        concurrency: 16,
+        timeoutMs: 20_000,
+      });
+      if (only.has("throughput")) {
+        // Long enough for a Node proxy's heap to reach its working size (its first seconds of
+        // streaming take many more page faults than the rest).
+        const seconds = quick ? 0.3 : 1;
+        await loader.run({ op: "upload", via: via(s), port: targets.sink, seconds });
+        await loader.run({ op: "download", via: via(s), port: targets.source, seconds });
+      }
+    }
+    for (let run = 1; run <= settings.runs; run++) {
+      for (const s of rotate(settings.systems, run - 1)) {
+        const pid = s === "direct" ? undefined : running.get(s)!.pid;
+        if (only.has("throughput")) await streams(loader, targets, run, s, via(s), pid);
+        if (only.has("sessions")) await sessions(loader, targets, run, s, via(s), pid);
+      }
+    }
+  } finally {
+    for (const proxy of running.values()) await stop(proxy.child);
+  }
+}
+
+async function streams(
+  loader: Loader,
+  targets: TargetPorts,
+  run: number,
+  s: System,
+  via: Via,
+  pid?: number,
+): Promise<void> {
+  const f = figures[s];
+  const before = pid ? sampleTree(pid) : undefined;
+  const one = async (op: "upload" | "download"): Promise<ThroughputResult> => {
+    const t0 = pid ? sampleTree(pid) : undefined;
+    const r = await loader.run<ThroughputResult>({
+      op,
+      via,
+      port: op === "upload" ? targets.sink : targets.source,
+      seconds: settings.seconds,
+    });
+    const t1 = pid ? sampleTree(pid) : undefined;
+    raw.push({
+      run,
+      system: s,
+      op,
+      bytes: r.bytes,
+      seconds: r.seconds,
+      MBps: r.bytes / r.seconds / 1e6,
+      loaderCpuMs: r.cpuMs,
+      loaderWallMs: r.wallMs,
+      proxyCpuMs: t0 && t1 ? t1.cpuMs - t0.cpuMs : undefined,
+      proxyMinflt: t0 && t1 ? t1.minflt - t0.minflt : undefined,
+      proxyProcesses: t1?.processes,
+    });
+    return r;
+  };
+  const up = await one("upload");
+  const down = await one("download");
+  f.uploadMBps.push(up.bytes / up.seconds / 1e6);
+  f.downloadMBps.push(down.bytes / down.seconds / 1e6);
+  f.loaderBusyStreams.push((up.cpuMs + down.cpuMs) / (up.wallMs + down.wallMs));
+  let extra = "";
+  if (pid && before) {
+    // Work per byte over both directions: steadier than MB/s on a busy machine.
+    const after = sampleTree(pid);
+    const gb = (up.bytes + down.bytes) / 1e9;
+    f.cpuSecPerGB.push((after.cpuMs - before.cpuMs) / 1000 / gb);
+    f.minfltPerGB.push((after.minflt - before.minflt) / gb);
+    extra = `, CPU ${fmt(f.cpuSecPerGB.at(-1)!, 2)} s/GB, ${fmt(f.minfltPerGB.at(-1)!)} minflt/GB`;
+  }
+  progress(
+    `run ${run} ${s}: upload ${fmt(f.uploadMBps.at(-1)!)} MB/s, download ${fmt(f.downloadMBps.at(-1)!)} MB/s${extra}`,
+  );
+}
+
+async function sessions(
+  loader: Loader,
+  targets: TargetPorts,
+  run: number,
+  s: System,
+  via: Via,
+  pid?: number,
+): Promise<void> {
+  const f = figures[s];
+  const before = pid ? sampleTree(pid) : undefined;
+  const r = await loader.run<SessionsResult>({
+    op: "sessions",
+    via,
+    port: targets.echo,
+    count: settings.sessions,
+    concurrency: settings.concurrency,
+    timeoutMs: 120_000,
+  });
+  const after = pid ? sampleTree(pid) : undefined;
+  if (r.errors > 0) notes.push(`run ${run} ${s}: ${r.errors} sessions failed (first: ${r.firstError})`);
+  const rate = r.ok / (r.wallMs / 1000);
+  const p50 = percentile(r.latencies, 50);
+  const p99 = percentile(r.latencies, 99);
+  f.sessionsPerSec.push(rate);
+  f.p50ms.push(p50);
+  f.p99ms.push(p99);
+  f.loaderBusySessions.push(r.cpuMs / r.wallMs);
+  const proxyCpuMs = before && after ? after.cpuMs - before.cpuMs : undefined;
+  if (proxyCpuMs !== undefined && after) {
+    f.cpuMsPer1kSessions.push((proxyCpuMs * 1000) / Math.max(1, r.ok));
+    f.processes.push(after.processes);
+  }
+  raw.push({
+    run,
+    system: s,
+    op: "sessions",
+    ok: r.ok,
+    errors: r.errors,
+    firstError: r.firstError,
+    wallMs: r.wallMs,
+    sessionsPerSec: rate,
+    p50ms: p50,
+    p90ms: percentile(r.latencies, 90),
+    p99ms: p99,
+    maxMs: Math.max(...r.latencies),
+    loaderCpuMs: r.cpuMs,
+    proxyCpuMs,
+    proxyMinflt: before && after ? after.minflt - before.minflt : undefined,
+    proxyProcesses: after?.processes,
+  });
+  progress(
+    `run ${run} ${s}: ${fmt(rate)} sessions/s, p50 ${fmt(p50, 2)} ms, p99 ${fmt(p99, 2)} ms` +
+      (proxyCpuMs !== undefined ? `, CPU ${fmt((proxyCpuMs * 1000) / Math.max(1, r.ok))} ms per 1k` : ""),
+  );
+}
+
+/** Idle connections: a fresh proxy per reading, so earlier runs' heap or children do not count. */
+async function memory(loader: Loader, targets: TargetPorts): Promise<void> {
+  for (let run = 1; run <= settings.runs; run++) {
+    for (const name of rotate(proxies, run - 1)) {
+      const proxy = await startProxy(name);
+      try {
+        const via: Via = { kind: "socks5", port: proxy.port };
         await loader.run({
           op: "sessions",
-          via: via(s),
+          via,
           port: targets.echo,
           count: 200,
           concurrency: 16,
           timeoutMs: 20_000,
         });
-        if (only.has("throughput"))
-          await loader.run({ op: "upload", via: via(s), port: targets.sink, seconds: 0.3 });
-      }
-      for (let run = 0; run < settings.runs; run++) {
-        for (const s of rotate(SYSTEMS, run)) {
-          if (only.has("throughput")) {
-            const pid = s === "direct" ? undefined : proxies[s].child.pid;
-            const stream = async (op: "upload" | "download"): Promise<ThroughputResult> => {
-              const cpu0 = pid ? cpuMs(pid) : 0;
-              const r = await loader.run<ThroughputResult>({
-                op,
-                via: via(s),
-                port: op === "upload" ? targets.sink : targets.source,
-                seconds: settings.seconds,
-              });
-              // CPU the proxy spent per GB moved: steadier than MB/s on a busy machine.
-              if (pid) figures[s].cpuPerGBms.push((cpuMs(pid) - cpu0) / (r.bytes / 1e9));
-              return r;
-            };
-            const up = await stream("upload");
-            const down = await stream("download");
-            figures[s].uploadMBps.push(up.bytes / up.seconds / 1e6);
-            figures[s].downloadMBps.push(down.bytes / down.seconds / 1e6);
-            progress(
-              `run ${run + 1} ${s}: upload ${fmt(up.bytes / up.seconds / 1e6)} MB/s, download ${fmt(down.bytes / down.seconds / 1e6)} MB/s` +
-                (pid ? `, proxy CPU ${fmt(median(figures[s].cpuPerGBms.slice(-2)))} ms/GB` : ""),
-            );
-          }
-          if (only.has("sessions")) {
-            const pid = s === "direct" ? undefined : proxies[s].child.pid;
-            const cpu0 = pid ? cpuMs(pid) : 0;
-            const r = await loader.run<SessionsResult>({
-              op: "sessions",
-              via: via(s),
-              port: targets.echo,
-              count: settings.sessions,
-              concurrency: settings.concurrency,
-              timeoutMs: 120_000,
-            });
-            if (r.errors > 0)
-              notes.push(`run ${run + 1} ${s}: ${r.errors} sessions failed (first: ${r.firstError})`);
-            const f = figures[s];
-            f.sessionsPerSec.push(r.ok / (r.wallMs / 1000));
-            f.p50ms.push(percentile(r.latencies, 50));
-            f.p99ms.push(percentile(r.latencies, 99));
-            f.loaderBusy.push(r.cpuMs / r.wallMs);
-            if (pid) f.cpuPerSessionUs.push(((cpuMs(pid) - cpu0) * 1000) / Math.max(1, r.ok));
-            progress(
-              `run ${run + 1} ${s}: ${fmt(r.ok / (r.wallMs / 1000))} sessions/s, p50 ${fmt(percentile(r.latencies, 50), 2)} ms, p99 ${fmt(percentile(r.latencies, 99), 2)} ms`,
-            );
-          }
-        }
-      }
-      await stop(minimal.child);
-      await stop(ferry.child);
-    }
-
-    if (only.has("memory")) {
-      // A fresh proxy per reading, so earlier measurements' heap does not hide (or pad) the cost.
-      for (let run = 0; run < settings.runs; run++) {
-        for (const name of rotate(["minimal", "ferry"] as const, run)) {
-          const proxy = name === "minimal" ? await startMinimal() : await startFerry(loader, targets.echo);
-          const pid = proxy.child.pid!;
-          const via: Via = { kind: "socks5", port: proxy.port };
-          await loader.run({
-            op: "sessions",
-            via,
-            port: targets.echo,
-            count: 200,
-            concurrency: 16,
-            timeoutMs: 20_000,
-          });
-          await sleep(1000);
-          const before = rssKiB(pid);
-          const held = await loader.run<HoldResult>({
-            op: "hold",
-            via,
-            port: targets.echo,
-            count: settings.idle,
-            concurrency: settings.concurrency,
-            timeoutMs: 120_000,
-          });
-          await sleep(1000);
-          const after = rssKiB(pid);
-          await loader.run({ op: "release" });
-          await stop(proxy.child);
-          if (held.errors > 0 || held.open < settings.idle) {
-            notes.push(
-              `run ${run + 1} ${name}: held ${held.open} of ${settings.idle} (first error: ${held.firstError})`,
-            );
-          }
-          const perConn = (after - before) / Math.max(1, held.open);
-          figures[name].idleKiB.push(perConn);
-          figures[name].idleHeld.push(held.open);
-          progress(
-            `run ${run + 1} ${name}: RSS ${before} → ${after} KiB for ${held.open} idle connections: ${fmt(perConn, 2)} KiB each`,
+        await sleep(1000);
+        const before = treeMemory(proxy.pid);
+        const held = await loader.run<HoldResult>({
+          op: "hold",
+          via,
+          port: targets.echo,
+          count: settings.idle,
+          concurrency: settings.concurrency,
+          timeoutMs: 120_000,
+        });
+        await sleep(1000);
+        const after = treeMemory(proxy.pid);
+        await loader.run({ op: "release" });
+        if (held.errors > 0 || held.open < settings.idle)
+          notes.push(
+            `run ${run} ${name}: held ${held.open} of ${settings.idle} (first error: ${held.firstError})`,
           );
-        }
+        const n = Math.max(1, held.open);
+        const f = figures[name];
+        f.idleRssKiB.push((after.rssKiB - before.rssKiB) / n);
+        f.idlePssKiB.push((after.pssKiB - before.pssKiB) / n);
+        f.idleHeld.push(held.open);
+        f.idleProcesses.push(after.processes);
+        raw.push({
+          run,
+          system: name,
+          op: "idle",
+          held: held.open,
+          errors: held.errors,
+          firstError: held.firstError,
+          rssBeforeKiB: before.rssKiB,
+          rssAfterKiB: after.rssKiB,
+          pssBeforeKiB: before.pssKiB,
+          pssAfterKiB: after.pssKiB,
+          processesBefore: before.processes,
+          processesAfter: after.processes,
+        });
+        progress(
+          `run ${run} ${name}: RSS ${before.rssKiB} → ${after.rssKiB} KiB (${after.processes} processes) for ${held.open} idle connections: ${fmt(f.idleRssKiB.at(-1)!, 2)} KiB each (PSS ${fmt(f.idlePssKiB.at(-1)!, 2)})`,
+        );
+      } finally {
+        await stop(proxy.child);
       }
     }
-  } finally {
-    loader.child.send({ id: 0, req: { op: "exit" } satisfies LoadRequest });
-    await stop(loader.child);
-    await stop(targetsChild);
-    if (tmp) rmSync(tmp, { recursive: true, force: true });
-  }
-  report();
-}
-
-// ---------------------------------------------------------------------------------------------
-// The table.
-
-function fmt(n: number, digits = 0): string {
-  if (!Number.isFinite(n)) return "—";
-  return n.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits });
-}
-
-function report(): void {
-  const m = (s: System, k: keyof Figures): number => median(figures[s][k]);
-  const ratio = (a: number, b: number): string => (Number.isFinite(a / b) ? `${(a / b).toFixed(2)}x` : "—");
-  type Row = [string, keyof Figures, number, string, boolean];
-  // [label, key, digits, target, proxy-only]
-  const rows: Row[] = [
-    ["upload, one stream (MB/s)", "uploadMBps", 0, ">= 0.95x minimal", false],
-    ["download, one stream (MB/s)", "downloadMBps", 0, ">= 0.95x minimal", false],
-    ["proxy CPU per GB relayed (ms)", "cpuPerGBms", 0, "", true],
-    ["sessions per second", "sessionsPerSec", 0, ">= 0.90x minimal", false],
-    ["session latency p50 (ms)", "p50ms", 2, "", false],
-    ["session latency p99 (ms)", "p99ms", 2, "", false],
-    ["proxy CPU per session (µs)", "cpuPerSessionUs", 0, "", true],
-    ["RSS per idle connection (KiB)", "idleKiB", 2, "<= 12 KB", true],
-  ];
-  const table = [
-    ["metric (median)", "direct", "minimal", "ferry", "ferry/minimal", "ferry/direct", "target"],
-  ];
-  for (const [label, key, digits, target, proxyOnly] of rows) {
-    if (figures.ferry[key].length === 0 && figures.minimal[key].length === 0) continue;
-    const d = proxyOnly ? Number.NaN : m("direct", key);
-    table.push([
-      label,
-      fmt(d, digits),
-      fmt(m("minimal", key), digits),
-      fmt(m("ferry", key), digits),
-      ratio(m("ferry", key), m("minimal", key)),
-      proxyOnly ? "—" : ratio(m("ferry", key), d),
-      target,
-    ]);
-  }
-  const widths = table[0]!.map((_, c) => Math.max(...table.map((r) => r[c]!.length)));
-  const line = (r: string[]): string =>
-    r.map((cell, c) => (c === 0 || c === 6 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join("  ");
-  const out: string[] = [];
-  out.push("");
-  out.push(
-    `Ferry benchmark — ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC, ${os.cpus().length} cores (${os.cpus()[0]?.model.trim() ?? "?"}), Node ${process.version}`,
-  );
-  out.push(
-    `medians of ${settings.runs} run(s); ${settings.seconds} s per stream; ${settings.sessions} sessions, ${settings.concurrency} in flight; ${median(figures.ferry.idleHeld.concat(figures.minimal.idleHeld)) || settings.idle} idle connections`,
-  );
-  out.push("");
-  out.push(line(table[0]!));
-  out.push(widths.map((w) => "-".repeat(w)).join("  "));
-  for (const r of table.slice(1)) out.push(line(r));
-
-  const verdicts: string[] = [];
-  const check = (label: string, ok: boolean, detail: string): void => {
-    verdicts.push(`${ok ? "meets" : "MISSES"}  ${label}: ${detail}`);
-  };
-  if (figures.ferry.uploadMBps.length > 0) {
-    for (const key of ["uploadMBps", "downloadMBps"] as const) {
-      const r = m("ferry", key) / m("minimal", key);
-      check(
-        `${key === "uploadMBps" ? "upload" : "download"} >= 0.95x minimal`,
-        r >= 0.95,
-        `${r.toFixed(2)}x`,
-      );
-    }
-  }
-  if (figures.ferry.sessionsPerSec.length > 0) {
-    const r = m("ferry", "sessionsPerSec") / m("minimal", "sessionsPerSec");
-    check("sessions/s >= 0.90x minimal", r >= 0.9, `${r.toFixed(2)}x`);
-  }
-  if (figures.ferry.idleKiB.length > 0) {
-    // The issue's "12 KB" read as 12 × 1000 bytes, the stricter reading.
-    const kb = (m("ferry", "idleKiB") * 1024) / 1000;
-    check("idle memory <= 12 KB per connection", kb <= 12, `${kb.toFixed(2)} KB`);
-  }
-  if (verdicts.length > 0) out.push("", ...verdicts);
-  if (figures.ferry.loaderBusy.length > 0) {
-    const busy = Math.max(...SYSTEMS.map((s) => median(figures[s].loaderBusy)));
-    out.push(
-      "",
-      `load generator CPU during the sessions runs: at most ${(busy * 100).toFixed(0)}% of one core (it has headroom when below 100%)`,
-    );
-  }
-  if (notes.length > 0) out.push("", "notes:", ...notes.map((n) => `  - ${n}`));
-  out.push("");
-  process.stdout.write(out.join("\n"));
-  if (flags.json) {
-    writeFileSync(
-      flags.json,
-      `${JSON.stringify({ date: new Date().toISOString(), settings, figures, notes }, null, 2)}\n`,
-    );
   }
 }
 
 main().catch((err: Error) => {
-  process.stderr.write(`bench failed: ${err.stack ?? err.message}\n`);
-  killAll();
+  process.stderr.write(
+    `bench failed: ${err instanceof UsageError ? err.message : (err.stack ?? err.message)}\n`,
+  );
   process.exit(1);
 });

@@ -21,17 +21,37 @@ const echo = net.createServer({ allowHalfOpen: true, noDelay: true }, (s) => {
   s.pipe(s);
 });
 
+/**
+ * The upload arrives as 64 KiB records; the load generator marks its last one by an "E" as first
+ * byte (others start with "f"). Once the last record is in, the sink answers the byte count. A
+ * marker rather than a FIN, because microsocks closes both ways on the client's FIN.
+ */
+const RECORD = 64 * 1024;
+const END = 0x45; // "E"
+
 const sink = net.createServer({ allowHalfOpen: true, noDelay: true }, (s) => {
   let bytes = 0;
-  s.on("error", () => {});
-  s.on("data", (chunk: Buffer) => {
-    bytes += chunk.length;
-  });
-  s.on("end", () => {
+  let endAt = -1;
+  let answered = false;
+  const answer = (): void => {
+    if (answered) return;
+    answered = true;
     const count = Buffer.alloc(8);
     count.writeBigUInt64BE(BigInt(bytes));
     s.end(count);
+  };
+  s.on("error", () => {});
+  s.on("data", (chunk: Buffer) => {
+    const start = bytes;
+    bytes += chunk.length;
+    // Only the first byte of each record is looked at: one read per 64 KiB.
+    for (let at = Math.ceil(start / RECORD) * RECORD; endAt < 0 && at < bytes; at += RECORD) {
+      if (chunk[at - start] === END) endAt = at + RECORD;
+    }
+    if (endAt >= 0 && bytes >= endAt) answer();
   });
+  // A client that ends with a FIN instead gets the same answer.
+  s.on("end", answer);
 });
 
 const source = net.createServer({ noDelay: true }, (s) => {
