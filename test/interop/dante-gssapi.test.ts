@@ -92,60 +92,72 @@ test("GSSAPI interop with Dante (built with GSSAPI) against a real Kerberos real
   });
   const principal = `${realm.user}@${realm.realm}`;
 
-  for (const level of LEVELS) {
-    await t.test(`Dante's client (socksify socat) through Ferry's server at "${level}"`, async () => {
-      const ferry = await startFerry({
-        ...LOOPBACK_ONLY,
-        auth: ["gssapi"],
-        gssapi: { keytab: realm.keytab, principal: "rcmd/localhost", protection: [level] },
-      });
-      const tap = await startTap(ferry.port);
-      try {
-        // Dante's client asks for `rcmd@<the proxy's name>`; 127.0.0.1 is localhost in /etc/hosts.
-        const conf = join(dir.path, `socks-${level}.conf`);
-        await writeFile(
-          conf,
-          [
-            "route {",
-            `  from: 0.0.0.0/0 to: 0.0.0.0/0 via: 127.0.0.1 port = ${tap.port}`,
-            "  proxyprotocol: socks_v5",
-            "  method: gssapi",
-            "  gssapi.servicename: rcmd",
-            `  gssapi.enctype: ${danteName[level]}`,
-            "}",
-            "",
-          ].join("\n"),
-        );
-        const record = ferry.nextRecord();
-        // socat sends stdin to the echo target, half-closes at EOF, and writes what comes back.
-        const r = await run(
-          dante.socksify,
-          ["socat", "-t", "60", "-T", "120", "STDIO", `TCP:127.0.0.1:${echo.port}`],
-          {
-            input: payload,
-            // Without SOCKS_AUTOADD_LANROUTES=no Dante's client goes direct to local networks.
-            env: { ...realm.env, SOCKS_CONF: conf, SOCKS_AUTOADD_LANROUTES: "no" },
-            timeoutMs: 180_000,
-            maxBuffer: payload.length + 1024,
-          },
-        );
-        assert.equal(r.code, 0, describeRun(r));
-        assert.equal(r.stdoutBytes, payload.length, describeRun(r));
-        assert.equal(r.stdoutSha256, sha256(payload), "the echo came back byte for byte");
-        const s = await record;
-        assert.equal(s.method, "gssapi");
-        assert.equal(s.user, principal);
-        assert.equal(s.protection, level, "Ferry's record says which level was agreed");
-        assert.equal(s.target, `127.0.0.1:${echo.port}`);
-        assert.equal(s.bytesUp, payload.length);
-        assert.equal(s.bytesDown, payload.length);
-        assertWire(level, tap.up(), tap.down());
-      } finally {
-        await tap.close();
-        await ferry.close();
-      }
+  /** socat under Dante's socksify, through Ferry accepting `accepts`, asking for `asks`. */
+  const danteClient = async (accepts: ProtectionName[], asks: ProtectionName, agreed: ProtectionName) => {
+    const ferry = await startFerry({
+      ...LOOPBACK_ONLY,
+      auth: ["gssapi"],
+      gssapi: { keytab: realm.keytab, principal: "rcmd/localhost", protection: accepts },
     });
+    const tap = await startTap(ferry.port);
+    try {
+      // Dante's client asks for `rcmd@<the proxy's name>`; 127.0.0.1 is localhost in /etc/hosts.
+      const conf = join(dir.path, `socks-${ferry.port}.conf`);
+      await writeFile(
+        conf,
+        [
+          "route {",
+          `  from: 0.0.0.0/0 to: 0.0.0.0/0 via: 127.0.0.1 port = ${tap.port}`,
+          "  proxyprotocol: socks_v5",
+          "  method: gssapi",
+          "  gssapi.servicename: rcmd",
+          `  gssapi.enctype: ${danteName[asks]}`,
+          "}",
+          "",
+        ].join("\n"),
+      );
+      const record = ferry.nextRecord();
+      // socat sends stdin to the echo target, half-closes at EOF, and writes what comes back.
+      const r = await run(
+        dante.socksify,
+        ["socat", "-t", "60", "-T", "120", "STDIO", `TCP:127.0.0.1:${echo.port}`],
+        {
+          input: payload,
+          // Without SOCKS_AUTOADD_LANROUTES=no Dante's client goes direct to local networks.
+          env: { ...realm.env, SOCKS_CONF: conf, SOCKS_AUTOADD_LANROUTES: "no" },
+          timeoutMs: 180_000,
+          maxBuffer: payload.length + 1024,
+        },
+      );
+      const s = await record;
+      assert.equal(r.code, 0, `${describeRun(r)}; Ferry: ${s.reason ?? "no reason"}`);
+      assert.equal(r.stdoutBytes, payload.length, describeRun(r));
+      assert.equal(r.stdoutSha256, sha256(payload), "the echo came back byte for byte");
+      assert.equal(s.method, "gssapi");
+      assert.equal(s.user, principal);
+      assert.equal(s.protection, agreed, "Ferry's record says which level was agreed");
+      assert.equal(s.target, `127.0.0.1:${echo.port}`);
+      assert.equal(s.bytesUp, payload.length);
+      assert.equal(s.bytesDown, payload.length);
+      assertWire(agreed, tap.up(), tap.down());
+    } finally {
+      await tap.close();
+      await ferry.close();
+    }
+  };
+
+  for (const level of LEVELS) {
+    await t.test(`Dante's client (socksify socat) through Ferry's server at "${level}"`, () =>
+      danteClient([level], level, level),
+    );
   }
+
+  await t.test(
+    "Dante's client asking for integrity from a Ferry that prefers confidentiality gets integrity",
+    // Told "confidentiality", Dante's client does not hang up (RFC 1961 §4.4) but carries on at
+    // integrity, and Ferry drops the session at the first message without confidentiality.
+    () => danteClient(["confidentiality", "integrity"], "integrity", "integrity"),
+  );
 
   for (const level of LEVELS) {
     await t.test(`Ferry's client through Dante's server (sockd) at "${level}"`, async () => {
