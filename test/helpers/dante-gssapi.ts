@@ -35,7 +35,7 @@ export function danteGssapiBuild(): DanteGssapiBuild | undefined {
 export function requireDanteGssapi(t: TestContext): DanteGssapiBuild | undefined {
   const build = danteGssapiBuild();
   if (build) return build;
-  const message = `Dante with GSSAPI is not built: run ${DANTE_GSSAPI_SCRIPT} (about 5 minutes; .ci/install-tools runs it)`;
+  const message = `Dante with GSSAPI is not built: run ${DANTE_GSSAPI_SCRIPT} (it takes several minutes; .ci/install-tools runs it)`;
   if (process.env.CI === "true") throw new Error(message);
   t.skip(message);
   return undefined;

@@ -26,7 +26,7 @@ const danteName: Record<ProtectionName, DanteEnctype> = {
 };
 const LEVELS: ProtectionName[] = ["none", "integrity", "confidentiality"];
 
-/** Several MiB, so each direction spans many 64 KiB RFC 1961 tokens, with a findable marker. */
+/** 3 MiB, so each direction spans about 50 RFC 1961 tokens, with a marker to look for on the wire. */
 const MARKER = "FERRY-DANTE-PLAINTEXT-MARKER";
 const payload = Buffer.concat([
   Buffer.from(`${MARKER}\n`),
