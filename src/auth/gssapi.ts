@@ -91,7 +91,13 @@ export function gssapiAuth(options: GssapiServerOptions): AuthMethod {
         } catch (err) {
           throw refuse(`protection level: ${(err as Error).message}`, user);
         }
-        const chosen = options.protection.find((level) => level === "none" || ctx.flags[level]);
+        // The client's level when this server accepts it: Dante's client, told another level,
+        // carries on at its own and the session breaks. Otherwise the first the context allows.
+        const usable = (level: ProtectionName): boolean => level === "none" || ctx.flags[level];
+        const chosen =
+          options.protection.includes(requested) && usable(requested)
+            ? requested
+            : options.protection.find(usable);
         if (!chosen) {
           throw refuse(
             `client ${user} asked for ${requested}; the context offers none of ${options.protection.join(", ")}`,

@@ -21,7 +21,18 @@ export interface DanteOptions {
   /** Lines appended to the generated danted.conf. */
   extraConfig?: string;
   lifetimeSec?: number;
+  /** The server binary; default Debian's danted (see dante-gssapi.ts for one built with GSSAPI). */
+  command?: string;
+  /** The daemon's environment (a test realm's KRB5_CONFIG, say); default this process's. */
+  env?: NodeJS.ProcessEnv;
+  /** RFC 1961 (`socksmethod: gssapi`) with this service key, at these levels (Dante's names). */
+  gssapi?: { keytab: string; service: string; enctype: DanteEnctype[] };
+  /** Targets the socks rule passes, e.g. 127.0.0.0/8; default 0/0. */
+  to?: string;
 }
+
+/** Dante's names for the RFC 1961 protection levels (`clear` is level 0, Ferry's "none"). */
+export type DanteEnctype = "clear" | "integrity" | "confidentiality";
 
 export interface RunningDante extends Daemon {
   /** socks5h://[user:password@]host:port */
@@ -61,6 +72,22 @@ export async function createThrowawayUser(name: string, password: string): Promi
   };
 }
 
+/**
+ * The GSSAPI settings, for the client rule: Dante authenticates while it negotiates, before any
+ * socks rule is matched, so settings there would not apply (the keytab is read as root).
+ */
+function gssapiRule({ gssapi }: DanteOptions): string {
+  if (!gssapi) return "";
+  return [
+    "",
+    `  gssapi.keytab: FILE:${gssapi.keytab}`,
+    `  gssapi.servicename: ${gssapi.service}`,
+    `  gssapi.enctype: ${gssapi.enctype.join(" ")}`,
+    "  log: error",
+    "",
+  ].join("\n");
+}
+
 /** danted.conf for one loopback listener, clients from loopback only. */
 export function danteConfig(port: number, options: DanteOptions): string {
   const host = options.host ?? "127.0.0.1";
@@ -71,12 +98,15 @@ export function danteConfig(port: number, options: DanteOptions): string {
     `internal: ${host} port = ${port}`,
     `external: ${options.external ?? "lo"}`,
     "clientmethod: none",
-    `socksmethod: ${options.auth ? "username" : "none"}`,
+    `socksmethod: ${options.gssapi ? "gssapi" : options.auth ? "username" : "none"}`,
     // username auth reads the shadow file, which takes the privileged user
     "user.privileged: root",
-    "user.unprivileged: nobody",
-    `client pass { from: ${from} to: 0/0 }`,
-    `socks pass { from: 0/0 to: 0/0 command: ${commands.join(" ")} }`,
+    // GSSAPI: libkrb5 keeps its replay cache in the test realm's directory (0700, root's), and
+    // Dante raises privileges only around parts of the exchange, so it stays root throughout.
+    `user.unprivileged: ${options.gssapi ? "root" : "nobody"}`,
+    `client pass { from: ${from} to: 0/0${gssapiRule(options)} }`,
+    // With GSSAPI, log each session: the line names the Kerberos principal Dante authenticated.
+    `socks pass { from: 0/0 to: ${options.to ?? "0/0"} command: ${commands.join(" ")}${options.gssapi ? "\n  log: connect disconnect\n" : ""} }`,
     options.extraConfig ?? "",
     "",
   ].join("\n");
@@ -102,7 +132,8 @@ export async function startDante(options: DanteOptions = {}): Promise<RunningDan
     const host = options.host ?? "127.0.0.1";
     const daemon = await startDaemon({
       name: "danted",
-      command: DANTED,
+      command: options.command ?? DANTED,
+      env: options.env,
       host,
       lifetimeSec: options.lifetimeSec,
       // The config names the port, so it is written for each attempt, just before the spawn.

@@ -5,6 +5,9 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { TestContext } from "node:test";
+import { GSSAPI_NOT_BUILT, gssapiAvailable } from "../../src/auth/gssapi-native.js";
+import { requireTool } from "./tools.js";
 
 export const REALM = "FERRY.TEST";
 
@@ -186,4 +189,23 @@ export async function startTestRealm(): Promise<TestRealm> {
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * The MIT Kerberos tools startTestRealm runs and the GSS-API add-on. Outside CI anything missing
+ * skips `t` with what to install; under CI=true it fails.
+ */
+export function requireKerberos(t: TestContext): boolean {
+  for (const [cmd, pkg] of [
+    ["krb5kdc", "krb5-kdc"],
+    ["kdb5_util", "krb5-kdc"],
+    ["kadmin.local", "krb5-admin-server"],
+    ["kinit", "krb5-user"],
+  ] as const) {
+    if (!requireTool(t, cmd, pkg)) return false;
+  }
+  if (gssapiAvailable()) return true;
+  if (process.env.CI === "true") throw new Error(GSSAPI_NOT_BUILT);
+  t.skip(GSSAPI_NOT_BUILT);
+  return false;
 }
