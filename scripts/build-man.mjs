@@ -17,7 +17,7 @@ const readme = read("README.md");
 /** The body of the README section whose `## ` heading is `title` (without the heading). */
 function section(md, title) {
   const lines = md.split("\n");
-  const start = lines.findIndex((l) => l === `## ${title}`);
+  const start = lines.indexOf(`## ${title}`);
   if (start < 0) throw new Error(`README.md has no section "## ${title}"`);
   const end = lines.findIndex((l, i) => i > start && l.startsWith("## "));
   return lines
