@@ -28,7 +28,8 @@ const args = ["rebuild", "--directory", addonDir];
 // Use the headers installed with node (no download: the machine may be offline).
 if (existsSync(join(prefix, "include", "node", "node_api.h"))) args.push(`--nodedir=${prefix}`);
 
-const hint = "apt-get install libkrb5-dev g++ make python3, then npm run build:gssapi";
+const hint =
+  "apt-get install libkrb5-dev g++ make python3, then `npm rebuild ferry` (in a ferry checkout: npm run build:gssapi)";
 let result;
 if (!nodeGyp) {
   result = { status: 1, error: new Error("node-gyp not found") };

@@ -64,7 +64,7 @@ export interface GssApi {
 }
 
 export const GSSAPI_NOT_BUILT =
-  "GSSAPI support is not built: apt-get install libkrb5-dev g++ make python3, then npm run build:gssapi";
+  "GSSAPI support is not built: apt-get install libkrb5-dev g++ make python3, then `npm rebuild ferry` (in a ferry checkout: npm run build:gssapi)";
 
 /** The add-on is not built (or cannot load); the message says how to build it. */
 export class GssapiUnavailableError extends Error {

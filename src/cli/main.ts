@@ -1,7 +1,9 @@
 import { readFileSync } from "node:fs";
-import { Command, Option } from "commander";
+import { Argument, Command, Option } from "commander";
 import { check } from "./check.js";
+import { bashCompletion } from "./completion.js";
 import { connectTool } from "./connect.js";
+import { doctor } from "./doctor.js";
 import { forwardTool } from "./forward.js";
 import { reloadCommand } from "./reload.js";
 import { runTool } from "./run.js";
@@ -123,6 +125,22 @@ export function buildCli(): Command {
     .description("list user names")
     .action(async (file: string) => {
       process.exitCode = await usersList(file);
+    });
+  program
+    .command("doctor")
+    .description(
+      "print the version, whether GSSAPI is available, and whether the open-files limit fits the limits",
+    )
+    .option("-c, --config <file>", "check the limits of this configuration instead of the defaults")
+    .action(async (opts) => {
+      process.exitCode = await doctor(pkg.version, opts);
+    });
+  program
+    .command("completion")
+    .description("print a shell completion script: ferry completion bash > /etc/bash_completion.d/ferry")
+    .addArgument(new Argument("<shell>", "the shell").choices(["bash"]))
+    .action(() => {
+      process.stdout.write(bashCompletion(program));
     });
   return program;
 }

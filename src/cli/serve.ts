@@ -10,6 +10,7 @@ import { fdShortfall, fdsNeeded, readFdLimit } from "../server/fd-budget.js";
 import { Reloader } from "../server/reload.js";
 import { FerryServer, ListenError } from "../server/server.js";
 import { ServerState } from "../server/state.js";
+import { gssapiStatus } from "./doctor.js";
 
 export interface ServeFlags {
   config?: string;
@@ -82,6 +83,8 @@ export async function serve(flags: ServeFlags): Promise<number> {
       { listen: where, auth: context.methods.map((m) => m.name) },
       `ferry listening on ${where.join(", ")}`,
     );
+    const gssapi = gssapiStatus();
+    log.info({ gssapi: gssapi.available }, gssapi.line);
     const controlPath = flags.control ?? config.control;
     if (controlPath) {
       try {

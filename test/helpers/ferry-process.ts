@@ -57,6 +57,8 @@ export interface SpawnFerryOptions {
   args?: string[];
   env?: NodeJS.ProcessEnv;
   lifetimeSec?: number;
+  /** Another ferry executable than this checkout's (an installed package's bin/ferry). */
+  bin?: string;
   /** Runs it under `ulimit -n N` (through bash, whose exec keeps the process). */
   fdLimit?: number;
 }
@@ -91,7 +93,7 @@ export async function spawnFerry(options: SpawnFerryOptions = {}): Promise<Ferry
       ...(options.fdLimit === undefined
         ? []
         : ["-c", `ulimit -n ${options.fdLimit} && exec "$0" "$@"`, process.execPath]),
-      FERRY_BIN,
+      options.bin ?? FERRY_BIN,
       "serve",
       "--listen",
       `${hostPart}:${port}`,
