@@ -5,6 +5,8 @@ import type { Logger } from "./logger.js";
 export function logSessions(server: FerryServer, log: Logger): void {
   server.on("session", (r) => {
     const ok = r.reply === 0 || r.reply === 90;
+    // A clean session is an info line: below the level (warn, say), nothing is built for it.
+    if (ok && !log.isLevelEnabled("info")) return;
     const line = {
       session: r.id,
       client: `${r.client.includes(":") ? `[${r.client}]` : r.client}:${r.clientPort}`,
