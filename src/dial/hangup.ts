@@ -49,17 +49,17 @@ export class Hangup {
 
 /**
  * Dial options carrying `hangup`, whose `signal` is made only if something reads it (a lookup,
- * an upstream); the direct dialer never does.
+ * an upstream); the direct dialer never does. A class: an object literal with a getter and a
+ * spread cost ~10 µs a session in the profile (V8 builds it as a dictionary).
  */
-export function hangupOptions(
-  hangup: Hangup,
-  rest: { timeoutMs?: number; client?: string },
-): DialOptions & { readonly signal: AbortSignal } {
-  return {
-    ...rest,
-    hangup,
-    get signal() {
-      return hangup.signal;
-    },
-  };
+export class HangupOptions implements DialOptions {
+  constructor(
+    readonly hangup: Hangup,
+    readonly timeoutMs?: number,
+    readonly client?: string,
+  ) {}
+
+  get signal(): AbortSignal {
+    return this.hangup.signal;
+  }
 }

@@ -1,5 +1,5 @@
 import { errorCode, replyForError } from "../dial/errors.js";
-import { type Hangup, hangupOptions } from "../dial/hangup.js";
+import { type Hangup, HangupOptions } from "../dial/hangup.js";
 import type { RequestQuery } from "../policy/policy.js";
 import { formatAddress } from "../protocol/address.js";
 import { admitTarget, takeLease } from "./admission.js";
@@ -28,7 +28,7 @@ export async function connectCommand(
     query,
     ctx,
     record,
-    hangupOptions(hangup, { timeoutMs, client: record.client }),
+    new HangupOptions(hangup, timeoutMs, record.client),
   );
   if (!admitted) return;
   const lease = takeLease(hs, query, admitted.decision, ctx, record);
@@ -37,7 +37,7 @@ export async function connectCommand(
     let dialed: Awaited<ReturnType<typeof ctx.outbound.connect>>;
     try {
       const left = timeoutMs > 0 ? Math.max(1, Math.round(timeoutMs - (performance.now() - started))) : 0;
-      dialed = await ctx.outbound.connect(admitted, hangupOptions(hangup, { timeoutMs: left }));
+      dialed = await ctx.outbound.connect(admitted, new HangupOptions(hangup, left));
     } catch (err) {
       // The dial had what was left of timeouts.connect; the reason names the whole of it.
       record.reason =
