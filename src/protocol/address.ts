@@ -17,11 +17,43 @@ export const Atyp = { IPV4: 0x01, DOMAIN: 0x03, IPV6: 0x04 } as const;
 
 const MAX_DOMAIN = 255;
 
+/**
+ * A dotted quad in its one plain form (four decimal parts of 0 to 255, no leading zeros): what the
+ * kernel reports and our parsers write, and exactly what ipaddr.js calls a valid four-part
+ * decimal. Such text is read, compared and normalized as it is; every session has a few, and
+ * ipaddr.js parses each with regular expressions.
+ */
+export function isPlainIpv4(text: string): boolean {
+  const n = text.length;
+  if (n < 7 || n > 15) return false;
+  let parts = 0;
+  let value = 0;
+  let digits = 0;
+  // One past the end reads as a final dot.
+  for (let i = 0; i <= n; i++) {
+    const c = i < n ? text.charCodeAt(i) : 0x2e;
+    if (c === 0x2e) {
+      if (digits === 0 || value > 255) return false;
+      parts++;
+      value = 0;
+      digits = 0;
+    } else if (c >= 0x30 && c <= 0x39) {
+      // A leading zero, or a fourth digit.
+      if ((digits > 0 && value === 0) || digits === 3) return false;
+      value = value * 10 + (c - 0x30);
+      digits++;
+    } else {
+      return false;
+    }
+  }
+  return parts === 4;
+}
+
 /** Classifies a host string the way a SOCKS5 request would carry it. */
 export function addressOf(host: string, port: number): SocksAddress {
   assertPort(port);
   const bare = host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
-  if (ipaddr.IPv4.isValidFourPartDecimal(bare)) return { type: "ipv4", host: bare, port };
+  if (isPlainIpv4(bare)) return { type: "ipv4", host: bare, port };
   if (ipaddr.IPv6.isValid(bare))
     return { type: "ipv6", host: ipaddr.IPv6.parse(bare).toRFC5952String(), port };
   return { type: "domain", host, port };
@@ -118,8 +150,15 @@ export function parseAddress(
 }
 
 export function ipv4Bytes(host: string): Uint8Array {
-  if (!ipaddr.IPv4.isValidFourPartDecimal(host)) throw new RangeError(`not an IPv4 address: ${host}`);
-  return Uint8Array.from(host.split(".").map(Number));
+  if (!isPlainIpv4(host)) throw new RangeError(`not an IPv4 address: ${host}`);
+  const out = new Uint8Array(4);
+  let part = 0;
+  for (let i = 0; i < host.length; i++) {
+    const c = host.charCodeAt(i);
+    if (c === 0x2e) part++;
+    else out[part] = out[part]! * 10 + (c - 0x30);
+  }
+  return out;
 }
 
 export function ipv6Text(bytes: Uint8Array): string {
@@ -134,6 +173,7 @@ export function ipv6Text(bytes: Uint8Array): string {
  */
 export function isUnspecifiedIp(host: string): boolean {
   const bare = host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
+  if (isPlainIpv4(bare)) return bare.startsWith("0.");
   if (!ipaddr.isValid(bare)) return false;
   let ip = ipaddr.parse(bare);
   if (ip.kind() === "ipv6") {
