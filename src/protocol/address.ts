@@ -67,32 +67,40 @@ export function formatAddress(a: { host: string; port: number; type?: AddressTyp
 
 /** Bytes of ATYP + ADDR + PORT as SOCKS5 requests, replies and UDP headers carry them. */
 export function encodeAddress(a: SocksAddress): Buffer {
+  return encodeAfter(0, a);
+}
+
+/**
+ * A buffer of `head` bytes (left for the caller to fill) followed by the address: a reply or a
+ * header in one allocation, with no concatenation.
+ */
+export function encodeAfter(head: number, a: SocksAddress): Buffer {
   assertPort(a.port);
   switch (a.type) {
     case "ipv4": {
-      const out = Buffer.alloc(7);
-      out[0] = Atyp.IPV4;
-      out.set(ipv4Bytes(a.host), 1);
-      writePort(out, 5, a.port);
+      const out = Buffer.alloc(head + 7);
+      out[head] = Atyp.IPV4;
+      out.set(ipv4Bytes(a.host), head + 1);
+      writePort(out, head + 5, a.port);
       return out;
     }
     case "ipv6": {
-      const out = Buffer.alloc(19);
-      out[0] = Atyp.IPV6;
-      out.set(ipaddr.IPv6.parse(a.host).toByteArray(), 1);
-      writePort(out, 17, a.port);
+      const out = Buffer.alloc(head + 19);
+      out[head] = Atyp.IPV6;
+      out.set(ipaddr.IPv6.parse(a.host).toByteArray(), head + 1);
+      writePort(out, head + 17, a.port);
       return out;
     }
     case "domain": {
-      const name = Buffer.from(a.host, "utf8");
-      if (name.length === 0 || name.length > MAX_DOMAIN) {
-        throw new RangeError(`domain name must be 1 to ${MAX_DOMAIN} bytes, got ${name.length}`);
+      const length = Buffer.byteLength(a.host, "utf8");
+      if (length === 0 || length > MAX_DOMAIN) {
+        throw new RangeError(`domain name must be 1 to ${MAX_DOMAIN} bytes, got ${length}`);
       }
-      const out = Buffer.alloc(2 + name.length + 2);
-      out[0] = Atyp.DOMAIN;
-      out[1] = name.length;
-      name.copy(out, 2);
-      writePort(out, 2 + name.length, a.port);
+      const out = Buffer.alloc(head + 2 + length + 2);
+      out[head] = Atyp.DOMAIN;
+      out[head + 1] = length;
+      out.write(a.host, head + 2, "utf8");
+      writePort(out, head + 2 + length, a.port);
       return out;
     }
   }

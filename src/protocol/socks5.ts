@@ -1,4 +1,4 @@
-import { encodeAddress, parseAddress, type SocksAddress } from "./address.js";
+import { encodeAddress, encodeAfter, parseAddress, type SocksAddress } from "./address.js";
 import { ProtocolError, Reply } from "./errors.js";
 import type { Parsed } from "./parse.js";
 
@@ -93,5 +93,9 @@ export function parseReply(buf: Uint8Array): Parsed<Socks5Reply> {
 const NO_ADDRESS: SocksAddress = { type: "ipv4", host: "0.0.0.0", port: 0 };
 
 export function encodeReply(reply: number, address: SocksAddress = NO_ADDRESS): Buffer {
-  return Buffer.concat([Buffer.from([SOCKS5, reply, 0]), encodeAddress(address)]);
+  // One buffer per reply (every session sends one), not three and a concatenation.
+  const out = encodeAfter(3, address);
+  out[0] = SOCKS5;
+  out[1] = reply;
+  return out;
 }
