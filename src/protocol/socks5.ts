@@ -38,7 +38,10 @@ export function parseGreeting(buf: Uint8Array): Parsed<Greeting> {
   const n = buf[1]!;
   if (n === 0) throw new ProtocolError("greeting lists no authentication methods", Method.NO_ACCEPTABLE);
   if (buf.length < 2 + n) return undefined;
-  return { value: { methods: Array.from(buf.subarray(2, 2 + n)) }, consumed: 2 + n };
+  // Read in place: a Buffer's subarray makes a new Buffer object, and every session has one.
+  const methods = new Array<number>(n);
+  for (let i = 0; i < n; i++) methods[i] = buf[2 + i]!;
+  return { value: { methods }, consumed: 2 + n };
 }
 
 export function encodeGreeting(g: Greeting): Buffer {
