@@ -21,22 +21,13 @@ export interface HandshakeTicket {
   release(): void;
 }
 
-/** One handshake; it is its own ticket, so admitting one makes no closure. */
-class Entry implements HandshakeTicket {
-  done = false;
-  readonly startedAt = performance.now();
-
-  constructor(
-    readonly budget: HandshakeBudget,
-    readonly group: string,
-    /** The configured handshake timeout this connection started under (0: none). */
-    readonly timeoutMs: number,
-    readonly shed: (reason: string) => void,
-  ) {}
-
-  release(): void {
-    this.budget.drop(this);
-  }
+interface Entry {
+  group: string;
+  startedAt: number;
+  /** The configured handshake timeout this connection started under (0: none). */
+  timeoutMs: number;
+  shed: (reason: string) => void;
+  done: boolean;
 }
 
 /**
@@ -53,11 +44,7 @@ export class HandshakeBudget {
   private readonly all = new Set<Entry>();
   /** Per client group, its handshakes oldest first. */
   private readonly byGroup = new Map<string, Set<Entry>>();
-  /**
-   * Groups by how many handshakes they hold, to find the heaviest without a scan. An emptied
-   * bucket is kept (at most one per count ever reached): one client's count going up and down
-   * with each connection would otherwise make and drop a Set every time.
-   */
+  /** Groups by how many handshakes they hold, to find the heaviest without a scan. */
   private readonly groupsHolding = new Map<number, Set<string>>();
   private heaviest = 0;
   private budget = Number.POSITIVE_INFINITY;
@@ -83,10 +70,16 @@ export class HandshakeBudget {
         `closed in the handshake to make room: ${budget} handshakes in progress (limits.handshakes), the most from ${victim.group}`,
       );
     }
-    const entry = new Entry(this, clientGroup(client), timeoutMs, shed);
+    const entry: Entry = {
+      group: clientGroup(client),
+      startedAt: performance.now(),
+      timeoutMs,
+      shed,
+      done: false,
+    };
     this.add(entry);
     this.schedule();
-    return entry;
+    return { release: () => this.drop(entry) };
   }
 
   private oldestOfHeaviest(): Entry {
@@ -105,8 +98,7 @@ export class HandshakeBudget {
     this.move(e.group, mine.size - 1, mine.size);
   }
 
-  /** @internal through the entry's release(). */
-  drop(e: Entry): void {
+  private drop(e: Entry): void {
     if (e.done) return;
     e.done = true;
     this.all.delete(e);
@@ -118,11 +110,10 @@ export class HandshakeBudget {
 
   /** Moves `group` from the bucket of groups holding `from` handshakes to `to`'s. */
   private move(group: string, from: number, to: number): void {
-    let emptied = false;
     if (from > 0) {
       const bucket = this.groupsHolding.get(from)!;
       bucket.delete(group);
-      emptied = bucket.size === 0;
+      if (bucket.size === 0) this.groupsHolding.delete(from);
     }
     if (to > 0) {
       let bucket = this.groupsHolding.get(to);
@@ -134,7 +125,7 @@ export class HandshakeBudget {
     }
     if (to > this.heaviest) this.heaviest = to;
     // Counts change by one at a time, so the heaviest is at most one lower when its bucket empties.
-    else if (from === this.heaviest && emptied) this.heaviest = to;
+    else if (from === this.heaviest && !this.groupsHolding.has(from)) this.heaviest = to;
   }
 
   /** Runs the sweep while more than half the budget is taken. */
