@@ -1,6 +1,7 @@
 import { EventEmitter } from "node:events";
 import { setTimeout as sleep } from "node:timers/promises";
 import ipaddr from "ipaddr.js";
+import { isPlainIpv4 } from "../protocol/address.js";
 
 export interface LoginEvent {
   client: string;
@@ -160,6 +161,8 @@ export class LoginGuard extends EventEmitter<{ login: [LoginEvent] }> {
 
 /** The key attempts are counted under: an IPv4 address, or an IPv6 address's /64. */
 export function clientGroup(address: string): string {
+  // Every handshake asks: an IPv4 address in its plain form is its own group, unparsed.
+  if (isPlainIpv4(address)) return address;
   let ip: ipaddr.IPv4 | ipaddr.IPv6;
   try {
     ip = ipaddr.process(address);

@@ -17,7 +17,8 @@ export function controlLocalAddress(control: net.Socket): string {
 }
 
 export function familyOf(ip: string): 4 | 6 {
-  return net.isIPv6(ip) ? 6 : 4;
+  // Without a colon it cannot be IPv6, and net.isIPv6's regular expression need not run.
+  return ip.includes(":") && net.isIPv6(ip) ? 6 : 4;
 }
 
 /**

@@ -21,113 +21,145 @@ export interface DirectDialerOptions {
 export class DirectDialer {
   constructor(private readonly options: DirectDialerOptions = {}) {}
 
-  async dial(
-    target: SocksAddress,
-    addresses: readonly Resolved[],
-    options: DialOptions = {},
-  ): Promise<Dialed> {
-    const socket = await this.connect(target, addresses, options);
-    return {
-      stream: socket,
-      local: { host: socket.localAddress ?? "0.0.0.0", port: socket.localPort ?? 0 },
-      remote: { host: socket.remoteAddress ?? addresses[0]!.address, port: socket.remotePort ?? target.port },
-    };
+  dial(target: SocksAddress, addresses: readonly Resolved[], options: DialOptions = {}): Promise<Dialed> {
+    return new Promise((resolve, reject) =>
+      new Attempts(target, addresses, options, this.options, resolve, reject).start(),
+    );
+  }
+}
+
+/** Per attempt: its socket, the address it went to, and its own listeners. */
+interface Pending {
+  socket: net.Socket;
+  address: string;
+  onConnect: () => void;
+  onError: (err: NodeJS.ErrnoException) => void;
+}
+
+/**
+ * Happy Eyeballs by hand: Node's autoSelectFamily is off as soon as a localAddress is given, and
+ * egress needs a different local address per family. An attempt starts when the previous one
+ * fails or after the attempt delay; the first to connect wins and the others are dropped.
+ */
+class Attempts {
+  // Each attempt's own listeners, so the winner loses exactly those: removeAllListeners would
+  // `delete` keys of the socket's event table and turn it into a slow dictionary.
+  private readonly pending: Pending[] = [];
+  private readonly errors: Error[] = [];
+  private next = 0;
+  private done = false;
+  private stagger: NodeJS.Timeout | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private readonly delay: number;
+  private readonly external: External;
+  private readonly onAbort = (): void =>
+    this.finish(new DialError("dial aborted", Reply.GENERAL_FAILURE, "ABORT_ERR"));
+
+  constructor(
+    readonly target: SocksAddress,
+    private readonly addresses: readonly Resolved[],
+    private readonly options: DialOptions,
+    dialer: DirectDialerOptions,
+    private readonly resolve: (dialed: Dialed) => void,
+    private readonly reject: (err: Error) => void,
+  ) {
+    this.delay = dialer.attemptDelayMs ?? 250;
+    this.external = dialer.external ?? {};
   }
 
-  /**
-   * Happy Eyeballs by hand: Node's autoSelectFamily is off as soon as a localAddress is given, and
-   * egress needs a different local address per family. An attempt starts when the previous one
-   * fails or after the attempt delay; the first to connect wins and the others are dropped.
-   */
-  private connect(
-    target: SocksAddress,
-    addresses: readonly Resolved[],
-    options: DialOptions,
-  ): Promise<net.Socket> {
-    const delay = this.options.attemptDelayMs ?? 250;
-    const external = this.options.external ?? {};
-    return new Promise((resolve, reject) => {
-      // Each attempt's own listeners, so the winner loses exactly those: removeAllListeners would
-      // `delete` keys of the socket's event table and turn it into a slow dictionary.
-      const pending = new Map<net.Socket, { onConnect: () => void; onError: (err: Error) => void }>();
-      const errors: Error[] = [];
-      let next = 0;
-      let done = false;
-      let stagger: NodeJS.Timeout | undefined;
-      const finish = (err: Error | undefined, winner?: net.Socket): void => {
-        if (done) return;
-        done = true;
-        clearTimeout(stagger);
-        if (timer) clearTimeout(timer);
-        options.signal?.removeEventListener("abort", onAbort);
-        for (const [s, listeners] of pending) {
-          if (s !== winner) s.destroy();
-          else {
-            s.off("connect", listeners.onConnect);
-            s.off("error", listeners.onError);
-          }
-        }
-        pending.clear();
-        if (winner) resolve(winner);
-        else reject(err);
-      };
-      const attempt = (): void => {
-        clearTimeout(stagger);
-        if (done || next >= addresses.length) return;
-        const a = addresses[next++]!;
-        const localAddress = a.family === 6 ? external.ipv6 : external.ipv4;
-        const socket = net.connect({
-          host: a.address,
-          port: target.port,
-          family: a.family,
-          allowHalfOpen: true,
-          ...(localAddress && { localAddress }),
-        });
-        const onConnect = (): void => finish(undefined, socket);
-        const onError = (err: NodeJS.ErrnoException): void => {
-          pending.delete(socket);
-          socket.destroy();
-          errors.push(
-            err.syscall === "bind"
-              ? new DialError(
-                  `cannot bind to the external address ${localAddress}: ${err.code}; is it an address of this host? (external: in the config)`,
-                  Reply.GENERAL_FAILURE,
-                  err.code,
-                )
-              : err,
-          );
-          if (next < addresses.length) attempt();
-          else if (pending.size === 0) {
-            finish(
-              errors.length === 1
-                ? errors[0]!
-                : new AggregateError(errors, `every address of ${target.host} failed`),
-            );
-          }
-        };
-        pending.set(socket, { onConnect, onError });
-        socket.once("connect", onConnect);
-        socket.once("error", onError);
-        if (next < addresses.length) stagger = setTimeout(attempt, delay);
-      };
-      const timer =
-        options.timeoutMs && options.timeoutMs > 0
-          ? setTimeout(
-              () =>
-                finish(
-                  new DialError(
-                    `connect to ${formatAddress(target)} timed out after ${options.timeoutMs} ms`,
-                    Reply.TTL_EXPIRED,
-                    "ETIMEDOUT",
-                  ),
-                ),
-              options.timeoutMs,
-            )
-          : undefined;
-      const onAbort = (): void => finish(new DialError("dial aborted", Reply.GENERAL_FAILURE, "ABORT_ERR"));
-      if (options.signal?.aborted) return onAbort();
-      options.signal?.addEventListener("abort", onAbort, { once: true });
-      attempt();
+  start(): void {
+    // Not destructured: with a hangup, reading `signal` would make the AbortSignal it spares.
+    const { timeoutMs, hangup } = this.options;
+    if (timeoutMs && timeoutMs > 0) this.timer = setTimeout(timedOut, timeoutMs, this, timeoutMs);
+    if (hangup) {
+      if (hangup.aborted) return this.onAbort();
+      hangup.watch(this.onAbort);
+    } else if (this.options.signal) {
+      const { signal } = this.options;
+      if (signal.aborted) return this.onAbort();
+      signal.addEventListener("abort", this.onAbort, { once: true });
+    }
+    this.attempt();
+  }
+
+  finish(err: Error | undefined, winner?: Pending): void {
+    if (this.done) return;
+    this.done = true;
+    clearTimeout(this.stagger);
+    clearTimeout(this.timer);
+    if (this.options.hangup) this.options.hangup.unwatch(this.onAbort);
+    else this.options.signal?.removeEventListener("abort", this.onAbort);
+    for (const p of this.pending) {
+      if (p !== winner) p.socket.destroy();
+      else {
+        p.socket.off("connect", p.onConnect);
+        p.socket.off("error", p.onError);
+      }
+    }
+    this.pending.length = 0;
+    if (!winner) return this.reject(err!);
+    const s = winner.socket;
+    this.resolve({
+      stream: s,
+      local: { host: s.localAddress ?? "0.0.0.0", port: s.localPort ?? 0 },
+      // Where the winning attempt went: what getpeername would say, without asking the kernel.
+      remote: { host: winner.address, port: this.target.port },
     });
   }
+
+  attempt(): void {
+    clearTimeout(this.stagger);
+    const { addresses, target } = this;
+    if (this.done || this.next >= addresses.length) return;
+    const a = addresses[this.next++]!;
+    const localAddress = a.family === 6 ? this.external.ipv6 : this.external.ipv4;
+    const socket = net.connect({
+      host: a.address,
+      port: target.port,
+      family: a.family,
+      allowHalfOpen: true,
+      ...(localAddress && { localAddress }),
+    });
+    const p: Pending = {
+      socket,
+      address: a.address,
+      onConnect: () => this.finish(undefined, p),
+      onError: (err) => {
+        const i = this.pending.indexOf(p);
+        if (i >= 0) this.pending.splice(i, 1);
+        socket.destroy();
+        this.errors.push(
+          err.syscall === "bind"
+            ? new DialError(
+                `cannot bind to the external address ${localAddress}: ${err.code}; is it an address of this host? (external: in the config)`,
+                Reply.GENERAL_FAILURE,
+                err.code,
+              )
+            : err,
+        );
+        if (this.next < addresses.length) this.attempt();
+        else if (this.pending.length === 0) {
+          this.finish(
+            this.errors.length === 1
+              ? this.errors[0]!
+              : new AggregateError(this.errors, `every address of ${target.host} failed`),
+          );
+        }
+      },
+    };
+    this.pending.push(p);
+    socket.once("connect", p.onConnect);
+    socket.once("error", p.onError);
+    if (this.next < addresses.length) this.stagger = setTimeout(() => this.attempt(), this.delay);
+  }
+}
+
+function timedOut(attempts: Attempts, ms: number): void {
+  attempts.finish(
+    new DialError(
+      `connect to ${formatAddress(attempts.target)} timed out after ${ms} ms`,
+      Reply.TTL_EXPIRED,
+      "ETIMEDOUT",
+    ),
+  );
 }

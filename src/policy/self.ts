@@ -27,10 +27,11 @@ export function isSelf(
   endpoints: readonly Endpoint[],
   local: () => string[] = interfaceAddresses,
 ): boolean {
-  const target = policyIp(ip);
-  if (!target) return false;
+  // The port first: it rules out almost every target without parsing its address.
   const mine = endpoints.filter((e) => e.port === port);
   if (mine.length === 0) return false;
+  const target = policyIp(ip);
+  if (!target) return false;
   const t = target.toString();
   const targetUnspecified = target.range() === "unspecified";
   let locals: Set<string> | undefined;

@@ -17,11 +17,43 @@ export const Atyp = { IPV4: 0x01, DOMAIN: 0x03, IPV6: 0x04 } as const;
 
 const MAX_DOMAIN = 255;
 
+/**
+ * A dotted quad in its one plain form (four decimal parts of 0 to 255, no leading zeros): what the
+ * kernel reports and our parsers write, and exactly what ipaddr.js calls a valid four-part
+ * decimal. Such text is read, compared and normalized as it is; every session has a few, and
+ * ipaddr.js parses each with regular expressions.
+ */
+export function isPlainIpv4(text: string): boolean {
+  const n = text.length;
+  if (n < 7 || n > 15) return false;
+  let parts = 0;
+  let value = 0;
+  let digits = 0;
+  // One past the end reads as a final dot.
+  for (let i = 0; i <= n; i++) {
+    const c = i < n ? text.charCodeAt(i) : 0x2e;
+    if (c === 0x2e) {
+      if (digits === 0 || value > 255) return false;
+      parts++;
+      value = 0;
+      digits = 0;
+    } else if (c >= 0x30 && c <= 0x39) {
+      // A leading zero, or a fourth digit.
+      if ((digits > 0 && value === 0) || digits === 3) return false;
+      value = value * 10 + (c - 0x30);
+      digits++;
+    } else {
+      return false;
+    }
+  }
+  return parts === 4;
+}
+
 /** Classifies a host string the way a SOCKS5 request would carry it. */
 export function addressOf(host: string, port: number): SocksAddress {
   assertPort(port);
   const bare = host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
-  if (ipaddr.IPv4.isValidFourPartDecimal(bare)) return { type: "ipv4", host: bare, port };
+  if (isPlainIpv4(bare)) return { type: "ipv4", host: bare, port };
   if (ipaddr.IPv6.isValid(bare))
     return { type: "ipv6", host: ipaddr.IPv6.parse(bare).toRFC5952String(), port };
   return { type: "domain", host, port };
@@ -35,32 +67,40 @@ export function formatAddress(a: { host: string; port: number; type?: AddressTyp
 
 /** Bytes of ATYP + ADDR + PORT as SOCKS5 requests, replies and UDP headers carry them. */
 export function encodeAddress(a: SocksAddress): Buffer {
+  return encodeAfter(0, a);
+}
+
+/**
+ * A buffer of `head` bytes (left for the caller to fill) followed by the address: a reply or a
+ * header in one allocation, with no concatenation.
+ */
+export function encodeAfter(head: number, a: SocksAddress): Buffer {
   assertPort(a.port);
   switch (a.type) {
     case "ipv4": {
-      const out = Buffer.alloc(7);
-      out[0] = Atyp.IPV4;
-      out.set(ipv4Bytes(a.host), 1);
-      writePort(out, 5, a.port);
+      const out = Buffer.alloc(head + 7);
+      out[head] = Atyp.IPV4;
+      out.set(ipv4Bytes(a.host), head + 1);
+      writePort(out, head + 5, a.port);
       return out;
     }
     case "ipv6": {
-      const out = Buffer.alloc(19);
-      out[0] = Atyp.IPV6;
-      out.set(ipaddr.IPv6.parse(a.host).toByteArray(), 1);
-      writePort(out, 17, a.port);
+      const out = Buffer.alloc(head + 19);
+      out[head] = Atyp.IPV6;
+      out.set(ipaddr.IPv6.parse(a.host).toByteArray(), head + 1);
+      writePort(out, head + 17, a.port);
       return out;
     }
     case "domain": {
-      const name = Buffer.from(a.host, "utf8");
-      if (name.length === 0 || name.length > MAX_DOMAIN) {
-        throw new RangeError(`domain name must be 1 to ${MAX_DOMAIN} bytes, got ${name.length}`);
+      const length = Buffer.byteLength(a.host, "utf8");
+      if (length === 0 || length > MAX_DOMAIN) {
+        throw new RangeError(`domain name must be 1 to ${MAX_DOMAIN} bytes, got ${length}`);
       }
-      const out = Buffer.alloc(2 + name.length + 2);
-      out[0] = Atyp.DOMAIN;
-      out[1] = name.length;
-      name.copy(out, 2);
-      writePort(out, 2 + name.length, a.port);
+      const out = Buffer.alloc(head + 2 + length + 2);
+      out[head] = Atyp.DOMAIN;
+      out[head + 1] = length;
+      out.write(a.host, head + 2, "utf8");
+      writePort(out, head + 2 + length, a.port);
       return out;
     }
   }
@@ -118,8 +158,15 @@ export function parseAddress(
 }
 
 export function ipv4Bytes(host: string): Uint8Array {
-  if (!ipaddr.IPv4.isValidFourPartDecimal(host)) throw new RangeError(`not an IPv4 address: ${host}`);
-  return Uint8Array.from(host.split(".").map(Number));
+  if (!isPlainIpv4(host)) throw new RangeError(`not an IPv4 address: ${host}`);
+  const out = new Uint8Array(4);
+  let part = 0;
+  for (let i = 0; i < host.length; i++) {
+    const c = host.charCodeAt(i);
+    if (c === 0x2e) part++;
+    else out[part] = out[part]! * 10 + (c - 0x30);
+  }
+  return out;
 }
 
 export function ipv6Text(bytes: Uint8Array): string {
@@ -134,6 +181,7 @@ export function ipv6Text(bytes: Uint8Array): string {
  */
 export function isUnspecifiedIp(host: string): boolean {
   const bare = host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
+  if (isPlainIpv4(bare)) return bare.startsWith("0.");
   if (!ipaddr.isValid(bare)) return false;
   let ip = ipaddr.parse(bare);
   if (ip.kind() === "ipv6") {

@@ -1,4 +1,4 @@
-import { encodeAddress, parseAddress, type SocksAddress } from "./address.js";
+import { encodeAddress, encodeAfter, parseAddress, type SocksAddress } from "./address.js";
 import { ProtocolError, Reply } from "./errors.js";
 import type { Parsed } from "./parse.js";
 
@@ -38,7 +38,10 @@ export function parseGreeting(buf: Uint8Array): Parsed<Greeting> {
   const n = buf[1]!;
   if (n === 0) throw new ProtocolError("greeting lists no authentication methods", Method.NO_ACCEPTABLE);
   if (buf.length < 2 + n) return undefined;
-  return { value: { methods: Array.from(buf.subarray(2, 2 + n)) }, consumed: 2 + n };
+  // Read in place: a Buffer's subarray makes a new Buffer object, and every session has one.
+  const methods = new Array<number>(n);
+  for (let i = 0; i < n; i++) methods[i] = buf[2 + i]!;
+  return { value: { methods }, consumed: 2 + n };
 }
 
 export function encodeGreeting(g: Greeting): Buffer {
@@ -93,5 +96,9 @@ export function parseReply(buf: Uint8Array): Parsed<Socks5Reply> {
 const NO_ADDRESS: SocksAddress = { type: "ipv4", host: "0.0.0.0", port: 0 };
 
 export function encodeReply(reply: number, address: SocksAddress = NO_ADDRESS): Buffer {
-  return Buffer.concat([Buffer.from([SOCKS5, reply, 0]), encodeAddress(address)]);
+  // One buffer per reply (every session sends one), not three and a concatenation.
+  const out = encodeAfter(3, address);
+  out[0] = SOCKS5;
+  out[1] = reply;
+  return out;
 }

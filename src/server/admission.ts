@@ -1,3 +1,4 @@
+import type { DialOptions } from "../dial/dialer.js";
 import { replyForError } from "../dial/errors.js";
 import { type Admitted, Refused } from "../dial/outbound.js";
 import type { Decision, RequestQuery } from "../policy/policy.js";
@@ -73,7 +74,7 @@ export async function admitTarget(
   query: RequestQuery,
   ctx: ServerContext,
   record: SessionRecord,
-  options: { signal: AbortSignal; timeoutMs: number; client: string },
+  options: DialOptions,
 ): Promise<Admitted | undefined> {
   try {
     const admitted = await ctx.outbound.admit(query, options);

@@ -1,4 +1,5 @@
 import { errorCode, replyForError } from "../dial/errors.js";
+import { type Hangup, HangupOptions } from "../dial/hangup.js";
 import type { RequestQuery } from "../policy/policy.js";
 import { formatAddress } from "../protocol/address.js";
 import { admitTarget, takeLease } from "./admission.js";
@@ -17,12 +18,18 @@ export async function connectCommand(
   query: RequestQuery,
   ctx: ServerContext,
   record: SessionRecord,
-  signal: AbortSignal,
+  hangup: Hangup,
 ): Promise<void> {
   // Resolution and the connection share timeouts.connect.
   const timeoutMs = ctx.config.timeouts.connect;
   const started = performance.now();
-  const admitted = await admitTarget(hs, query, ctx, record, { signal, timeoutMs, client: record.client });
+  const admitted = await admitTarget(
+    hs,
+    query,
+    ctx,
+    record,
+    new HangupOptions(hangup, timeoutMs, record.client),
+  );
   if (!admitted) return;
   const lease = takeLease(hs, query, admitted.decision, ctx, record);
   if (!lease) return;
@@ -30,7 +37,7 @@ export async function connectCommand(
     let dialed: Awaited<ReturnType<typeof ctx.outbound.connect>>;
     try {
       const left = timeoutMs > 0 ? Math.max(1, Math.round(timeoutMs - (performance.now() - started))) : 0;
-      dialed = await ctx.outbound.connect(admitted, { signal, timeoutMs: left });
+      dialed = await ctx.outbound.connect(admitted, new HangupOptions(hangup, left));
     } catch (err) {
       // The dial had what was left of timeouts.connect; the reason names the whole of it.
       record.reason =

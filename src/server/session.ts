@@ -1,4 +1,5 @@
 import type { Socket } from "node:net";
+import { Hangup } from "../dial/hangup.js";
 import { StreamReader } from "../io/reader.js";
 import type { RequestQuery } from "../policy/policy.js";
 import { formatAddress } from "../protocol/address.js";
@@ -19,8 +20,8 @@ const sniff: Parser<Sniffed> = (buf) => {
 };
 
 /**
- * The abort reason when the client goes away. Made once: abort() without a reason builds a
- * DOMException with a stack trace for every session, a measurable share of a short session's cost.
+ * The abort reason when the client goes away. Made once: a DOMException or Error per session
+ * would build a stack trace for every one, a measurable share of a short session's cost.
  */
 const CLIENT_GONE = new Error("the client closed the connection");
 
@@ -43,8 +44,8 @@ export async function runSession(
   record: SessionRecord,
   phases?: SessionPhases,
 ): Promise<void> {
-  const aborter = new AbortController();
-  socket.once("close", () => aborter.abort(CLIENT_GONE));
+  const hangup = new Hangup();
+  socket.once("close", () => hangup.abort(CLIENT_GONE));
   // Errors surface through the reader and the relay; this keeps a late one from crashing us.
   socket.on("error", ignoreError);
   const reader = new StreamReader(socket);
@@ -84,7 +85,7 @@ export async function runSession(
       hs.replier.failure(Reply.NOT_ALLOWED);
       return;
     }
-    await runCommand(hs, ctx, record, aborter.signal, socket);
+    await runCommand(hs, ctx, record, hangup, socket);
   } catch (err) {
     if (!record.reason) record.reason = err instanceof SessionEnd ? err.message : `${(err as Error).message}`;
     if (!(err instanceof SessionEnd)) socket.destroy();
@@ -104,7 +105,7 @@ async function runCommand(
   hs: Handshake,
   ctx: ServerContext,
   record: SessionRecord,
-  signal: AbortSignal,
+  hangup: Hangup,
   socket: Socket,
 ): Promise<void> {
   const query: RequestQuery = {
@@ -117,10 +118,11 @@ async function runCommand(
   };
   switch (hs.command) {
     case "connect":
-      return await connectCommand(hs, query, ctx, record, signal);
+      return await connectCommand(hs, query, ctx, record, hangup);
+    // These take a real AbortSignal, made now (aborted already if the client has gone).
     case "bind":
-      return await bindCommand(hs, query, ctx, record, signal, socket);
+      return await bindCommand(hs, query, ctx, record, hangup.signal, socket);
     case "udp":
-      return await associateCommand(hs, query, ctx, record, signal, socket);
+      return await associateCommand(hs, query, ctx, record, hangup.signal, socket);
   }
 }

@@ -581,29 +581,47 @@ describe("listening on IPv6", () => {
   });
 });
 
+/**
+ * A port whose SYNs go unanswered. Node always accepts, so a listener that never does is a small
+ * Python program with a backlog of 0: once one connection waits in its queue (two fillers make
+ * sure), the kernel drops further SYNs.
+ */
+async function startBlackhole(): Promise<{ port: number; close(): void }> {
+  const py = spawn(
+    SYSTEM_PYTHON,
+    [
+      "-c",
+      "import socket,time\ns=socket.socket()\ns.bind(('127.0.0.1',0))\ns.listen(0)\nprint(s.getsockname()[1],flush=True)\ntime.sleep(30)",
+    ],
+    { stdio: ["ignore", "pipe", "inherit"] },
+  );
+  const [line] = (await once(py.stdout!, "data")) as [Buffer];
+  const port = Number(line.toString().trim());
+  const filler: net.Socket[] = [];
+  for (let i = 0; i < 2; i++) filler.push(net.connect(port, "127.0.0.1").on("error", () => {}));
+  // Make sure a further connection really hangs.
+  await sleep(200);
+  return {
+    port,
+    close: () => {
+      for (const s of filler) s.destroy();
+      if (py.pid && py.exitCode === null) process.kill(py.pid, "SIGKILL");
+    },
+  };
+}
+
 describe("dial timeout", () => {
   test("a target that never completes the TCP handshake gets 0x06 after timeouts.connect", async (t) => {
-    // Node always accepts, so a listener that never does is a small Python program with a
-    // backlog of 0: once one connection waits in its queue, the kernel drops further SYNs.
     if (!requireTool(t, SYSTEM_PYTHON, "python3")) return;
-    const py = spawn(
-      SYSTEM_PYTHON,
-      [
-        "-c",
-        "import socket,time\ns=socket.socket()\ns.bind(('127.0.0.1',0))\ns.listen(0)\nprint(s.getsockname()[1],flush=True)\ntime.sleep(20)",
-      ],
-      { stdio: ["ignore", "pipe", "inherit"] },
-    );
+    const hole = await startBlackhole();
     const ferry = await startFerry({ timeouts: { connect: "300ms" } });
-    const filler: net.Socket[] = [];
     try {
-      const [line] = (await once(py.stdout!, "data")) as [Buffer];
-      const port = Number(line.toString().trim());
-      // Fill the accept queue, then make sure a further connection really hangs.
-      for (let i = 0; i < 2; i++) filler.push(net.connect(port, "127.0.0.1").on("error", () => {}));
-      await sleep(200);
       const started = Date.now();
-      const { client, reply } = await socks5Connect(ferry.port, { type: "ipv4", host: "127.0.0.1", port });
+      const { client, reply } = await socks5Connect(ferry.port, {
+        type: "ipv4",
+        host: "127.0.0.1",
+        port: hole.port,
+      });
       const took = Date.now() - started;
       try {
         assert.equal(reply.reply, 0x06);
@@ -617,8 +635,42 @@ describe("dial timeout", () => {
       assert.equal(r.replyName, "TTL expired");
       assert.match(r.reason!, /timed out after 300 ms/);
     } finally {
-      for (const s of filler) s.destroy();
-      if (py.pid && py.exitCode === null) process.kill(py.pid, "SIGKILL");
+      hole.close();
+      await ferry.close();
+    }
+  });
+
+  test("a client that hangs up while the target is being dialled ends the dial at once", async (t) => {
+    if (!requireTool(t, SYSTEM_PYTHON, "python3")) return;
+    const hole = await startBlackhole();
+    const ferry = await startFerry({ timeouts: { connect: "30s" } });
+    const client = net.connect(ferry.port, "127.0.0.1");
+    client.on("error", () => {});
+    try {
+      await once(client, "connect");
+      client.write(encodeGreeting({ methods: [0] }));
+      client.write(
+        encodeRequest({ command: "connect", address: { type: "ipv4", host: "127.0.0.1", port: hole.port } }),
+      );
+      // The request has been read and the dial is under way once the session is established.
+      await waitFor(
+        () => ferry.server.activeSessions === 1 && ferry.server.handshaking === 0,
+        5000,
+        "the dial",
+      );
+      const port = client.localPort!;
+      const left = Date.now();
+      // A reset: a FIN alone is a half-close, and the client may still want its reply.
+      client.resetAndDestroy();
+      const r = await recordFor(ferry, port, 20_000);
+      const took = Date.now() - left;
+      assert.equal(r.reason, "dial aborted");
+      // Not the 30 s of timeouts.connect: the hang-up ended it.
+      assert.ok(took < 10_000, `the session ended ${took} ms after the client left`);
+      assert.equal(ferry.server.activeSessions, 0);
+    } finally {
+      client.destroy();
+      hole.close();
       await ferry.close();
     }
   });
