@@ -24,7 +24,7 @@ export async function connectCommand(
   const started = performance.now();
   const admitted = await admitTarget(hs, query, ctx, record, { signal, timeoutMs, client: record.client });
   if (!admitted) return;
-  const lease = takeLease(hs, query, admitted.decision, ctx, record);
+  const lease = await takeLease(hs, query, admitted.decision, ctx, record);
   if (!lease) return;
   try {
     let dialed: Awaited<ReturnType<typeof ctx.outbound.connect>>;
