@@ -173,11 +173,17 @@ function rssKiB(pid: number): number {
 }
 
 const TICKS = 100; // USER_HZ on Linux
-/** CPU time (user + system) a process has used so far, in ms. */
+/** CPU time (user + system) a process and its live children (Ferry's workers) have used so far, in ms. */
 function cpuMs(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return ((Number(fields[11]) + Number(fields[12])) * 1000) / TICKS;
+  let ms = ((Number(fields[11]) + Number(fields[12])) * 1000) / TICKS;
+  let children: string[] = [];
+  try {
+    children = readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").split(" ").filter(Boolean);
+  } catch {}
+  for (const child of children) ms += cpuMs(Number(child));
+  return ms;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -233,9 +239,10 @@ async function startFerry(loader: Loader, echoPort: number): Promise<Proxy> {
   const port = await freePort();
   const config = path.join(tmp, `ferry-${port}.yaml`);
   // The default limits (1000 sessions, 64 per client) would refuse the idle-memory run.
+  // BENCH_FERRY_WORKERS=N runs Ferry with N workers (docs/workers.md); CPU then counts them all.
   writeFileSync(
     config,
-    `listen: ["127.0.0.1:${port}"]\nlimits:\n  sessions: ${settings.idle + 1000}\n  sessionsPerClient: ${settings.idle + 1000}\n`,
+    `listen: ["127.0.0.1:${port}"]\nworkers: ${process.env.BENCH_FERRY_WORKERS ?? 1}\nlimits:\n  sessions: ${settings.idle + 1000}\n  sessionsPerClient: ${settings.idle + 1000}\n`,
   );
   const child = spawnNode(
     [...PROXY_NODE_ARGS, path.join(root, "bin", "ferry"), "serve", "--config", config, "--log-level", "warn"],
