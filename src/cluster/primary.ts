@@ -104,7 +104,10 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
         slot.ready = true;
         slot.listening = msg.listening;
         if (started) {
-          log.info({ worker: slot.index, workerPid: pid }, `worker ${slot.index} (pid ${pid}) listening`);
+          log.info(
+            { workerIndex: slot.index, workerPid: pid },
+            `worker ${slot.index} (pid ${pid}) listening`,
+          );
           if (slot.generation < generation) void catchUp(slot);
         }
         if (slots.every((s) => s.ready)) onStarted?.();
@@ -114,7 +117,7 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
         if (!started) onStarted?.(msg.message);
         else
           log.error(
-            { worker: slot.index, workerPid: pid },
+            { workerIndex: slot.index, workerPid: pid },
             `worker ${slot.index} could not start: ${msg.message}`,
           );
         return;
@@ -142,7 +145,7 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
       slot.crashes = lived < STABLE_MS ? slot.crashes + 1 : 0;
       const pause = slot.crashes === 0 ? 0 : Math.min(RESTART_PAUSE_MAX_MS, 500 * 2 ** (slot.crashes - 1));
       log.error(
-        { worker: slot.index, workerPid: pid, code, signal },
+        { workerIndex: slot.index, workerPid: pid, code, signal },
         `worker ${slot.index} (pid ${pid}) exited (${signal ?? `code ${code}`}); the other workers' sessions go on; starting another${pause ? ` in ${pause} ms` : ""}`,
       );
       setTimeout(() => {
@@ -180,8 +183,13 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
   /** A worker started before the last reload reached it takes that reload now. */
   const catchUp = async (slot: Slot): Promise<void> => {
     const r = await reloadOne(slot, generation);
-    if (r.ok) log.info({ worker: slot.index }, `worker ${slot.index} took the last reload: ${r.message}`);
-    else log.error({ worker: slot.index }, `worker ${slot.index} did not take the last reload: ${r.message}`);
+    if (r.ok)
+      log.info({ workerIndex: slot.index }, `worker ${slot.index} took the last reload: ${r.message}`);
+    else
+      log.error(
+        { workerIndex: slot.index },
+        `worker ${slot.index} did not take the last reload: ${r.message}`,
+      );
   };
 
   let reloads: Promise<unknown> = Promise.resolve();
