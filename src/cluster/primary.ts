@@ -241,7 +241,6 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
     return 1;
   }
   started = true;
-  process.off("SIGHUP", early);
 
   // They share every socket: the first worker's addresses are everyone's.
   const where = slots[0]!.listening.map((b) => formatAddress(b));
@@ -313,6 +312,7 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
     };
     const onHup = (): void => void reloadAll("SIGHUP");
     process.on("SIGHUP", onHup);
+    process.off("SIGHUP", early);
     process.on("SIGINT", () => stop("SIGINT"));
     process.on("SIGTERM", () => stop("SIGTERM"));
   });
