@@ -40,6 +40,22 @@ export const LOGIN_LINE_DEFAULTS = { maxPendingPerClient: 32, maxPending: 256 };
 /** The outcome of one attempt: checked and right, checked and wrong, or not checked at all. */
 export type LoginOutcome = { ok: true } | { ok: false; refused?: string };
 
+/**
+ * What a login waits on: the guard below in one process, or, with workers, the primary's guard
+ * asked from a worker (src/cluster/worker-store.ts), so that throttling holds across workers.
+ */
+export interface LoginThrottle extends EventEmitter<{ login: [LoginEvent] }> {
+  attempt(
+    client: string,
+    user: string,
+    method: string,
+    check: () => Promise<boolean>,
+    signal?: AbortSignal,
+  ): Promise<LoginOutcome>;
+  /** Attempts in line or being checked, from `client`'s group or from everyone (as known here). */
+  pending(client?: string): number;
+}
+
 interface Entry {
   failures: number;
   lastFailure: number;
@@ -59,7 +75,7 @@ interface Entry {
  * on the lines (LOGIN_LINE_DEFAULTS) is refused unchecked. Emits a `login` event for every
  * checked attempt, good or bad, for the log.
  */
-export class LoginGuard extends EventEmitter<{ login: [LoginEvent] }> {
+export class LoginGuard extends EventEmitter<{ login: [LoginEvent] }> implements LoginThrottle {
   private readonly clients = new Map<string, Entry>();
   private readonly lines = new Lines();
   /** Attempts in line or being checked, per client group. */
@@ -90,6 +106,7 @@ export class LoginGuard extends EventEmitter<{ login: [LoginEvent] }> {
   /**
    * Runs `check` in its turn and holds a failure for its delay; resolves when the reply may go.
    * `signal` (the client leaving) takes an attempt out of line; a check under way runs to the end.
+   * `report` takes the attempt's event instead of the `login` listeners (a worker logs its own).
    */
   async attempt(
     client: string,
@@ -97,6 +114,7 @@ export class LoginGuard extends EventEmitter<{ login: [LoginEvent] }> {
     method: string,
     check: () => Promise<boolean>,
     signal?: AbortSignal,
+    report: (e: LoginEvent) => void = (e) => this.emit("login", e),
   ): Promise<LoginOutcome> {
     signal?.throwIfAborted();
     const group = clientGroup(client);
@@ -117,11 +135,11 @@ export class LoginGuard extends EventEmitter<{ login: [LoginEvent] }> {
       if (wait > 0) await sleep(wait, undefined, { signal });
       if (await check()) {
         const failures = this.entry(group, Date.now())?.failures ?? 0;
-        this.emit("login", { client, user, method, ok: true, failures, delayMs: 0 });
+        report({ client, user, method, ok: true, failures, delayMs: 0 });
         return { ok: true };
       }
       // Not abortable: a client that hangs up must not shorten the line's wait.
-      const delayMs = this.failed(client, group, user, method);
+      const delayMs = this.failed(client, group, user, method, report);
       if (delayMs > 0) await sleep(delayMs);
       return { ok: false };
     } finally {
@@ -143,7 +161,13 @@ export class LoginGuard extends EventEmitter<{ login: [LoginEvent] }> {
   }
 
   /** Records a failure; returns how long its reply is held. */
-  private failed(client: string, group: string, user: string, method: string): number {
+  private failed(
+    client: string,
+    group: string,
+    user: string,
+    method: string,
+    report: (e: LoginEvent) => void,
+  ): number {
     const now = Date.now();
     const e = this.entry(group, now) ?? { failures: 0, lastFailure: now, notBefore: 0 };
     e.failures++;
@@ -154,7 +178,7 @@ export class LoginGuard extends EventEmitter<{ login: [LoginEvent] }> {
     this.clients.delete(group);
     this.clients.set(group, e);
     if (this.clients.size > this.maxClients) this.clients.delete(this.clients.keys().next().value!);
-    this.emit("login", { client, user, method, ok: false, failures: e.failures, delayMs });
+    report({ client, user, method, ok: false, failures: e.failures, delayMs });
     return delayMs;
   }
 }

@@ -1,12 +1,12 @@
 import type { Duplex } from "node:stream";
 import { Method } from "../protocol/socks5.js";
 import { encodeUserPassReply, parseUserPassRequest } from "../protocol/userpass.js";
-import type { LoginGuard, LoginOutcome } from "./login-guard.js";
+import type { LoginOutcome, LoginThrottle } from "./login-guard.js";
 import { AuthError, type AuthMethod } from "./method.js";
 import type { UserDatabase } from "./users.js";
 
 /** RFC 1929 username/password, checked against the user database; attempts lined up and slowed by `guard`. */
-export function userPassAuth(users: () => UserDatabase, guard?: LoginGuard): AuthMethod {
+export function userPassAuth(users: () => UserDatabase, guard?: LoginThrottle): AuthMethod {
   return {
     name: "userpass",
     code: Method.USERPASS,

@@ -41,6 +41,7 @@ export function buildCli(): Command {
     .option("--log-level <level>", "trace, debug, info, warn, error")
     .addOption(new Option("--log-format <format>", "log format").choices(["json", "pretty"]))
     .option("--control <path>", "Unix socket for `ferry reload` (mode 0600); SIGHUP reloads too")
+    .option("--workers <n>", "processes sharing the listen addresses: a number, or auto (one per core)")
     .action(async (opts) => {
       process.exitCode = await serve(opts);
     });

@@ -1,3 +1,7 @@
+import cluster from "node:cluster";
+import { availableParallelism } from "node:os";
+import { runPrimary } from "../cluster/primary.js";
+import { workerLink } from "../cluster/worker-link.js";
 import { ConfigError, loadConfig } from "../config/load.js";
 import type { FileConfig } from "../config/schema.js";
 import { createLogger } from "../observe/logger.js";
@@ -22,6 +26,7 @@ export interface ServeFlags {
   logLevel?: string;
   logFormat?: "json" | "pretty";
   control?: string;
+  workers?: string;
 }
 
 function parseInlineUser(spec: string): { name: string; password: string } {
@@ -44,8 +49,18 @@ const REPEAT_SIGNAL_MS = 1000;
  */
 const EXIT_GRACE_MS = 3000;
 
+/** `workers: auto` is one per core the process may use. */
+export const workerCount = (workers: number | "auto"): number =>
+  workers === "auto" ? availableParallelism() : workers;
+
+/**
+ * `ferry serve`. With one worker (the default) this process is the server. With more, it is the
+ * primary (src/cluster/primary.ts): it starts the workers, which run this same function as
+ * cluster workers (`link` set) and share the listen addresses and the limits.
+ */
 export async function serve(flags: ServeFlags): Promise<number> {
-  let log = createLogger({ level: flags.logLevel, format: flags.logFormat });
+  const link = cluster.isWorker ? workerLink() : undefined;
+  let log = createLogger({ level: flags.logLevel, format: flags.logFormat, sync: link !== undefined });
   let server: FerryServer;
   let drainMs: number;
   let reloader: Reloader;
@@ -56,25 +71,53 @@ export async function serve(flags: ServeFlags): Promise<number> {
       users: flags.users,
       auth: flags.auth?.length ? (flags.auth.flatMap((a) => a.split(",")) as FileConfig["auth"]) : undefined,
       allowOpenProxy: flags.allowOpenProxy || undefined,
+      workers:
+        flags.workers === undefined
+          ? undefined
+          : /^\d+$/.test(flags.workers)
+            ? Number(flags.workers)
+            : (flags.workers as "auto"),
     };
     const inlineUsers = (flags.user ?? []).map(parseInlineUser);
     // The same sources are read again on every reload.
     const load = () => loadConfig({ file: flags.config, overrides, inlineUsers });
     const config = await load();
-    if (flags.logLevel === undefined || flags.logFormat === undefined) {
+    const workers = link?.count ?? workerCount(config.workers);
+    if (flags.logLevel === undefined || flags.logFormat === undefined || workers > 1) {
       log = createLogger({
         level: flags.logLevel ?? config.log.level,
         format: flags.logFormat ?? config.log.format,
+        // Processes sharing stderr: each line says whose it is, and is written whole.
+        ...(workers > 1 && { fields: { worker: link?.index ?? "primary", pid: process.pid }, sync: true }),
       });
     }
-    const state = new ServerState();
+    if (!link && workers > 1) {
+      return await runPrimary({
+        load,
+        config,
+        log,
+        workers,
+        control: flags.control ?? config.control,
+      });
+    }
+    const state = new ServerState(link?.store, workers);
+    if (link) {
+      state.generation = link.generation;
+      state.limits.adopt(config, link.generation);
+    }
     const context = await buildContext(config, state);
     drainMs = config.timeouts.drain;
     server = new FerryServer(context);
     logSessions(server, log);
     logPolicy(state, log);
     reloader = new Reloader(server, load, state);
-    const where = (await server.listen()).map((b) => formatAddress(b));
+    const listening = await server.listen();
+    if (link) {
+      // The primary says when every worker listens, and runs the control socket.
+      link.ready(listening);
+      return await run();
+    }
+    const where = listening.map((b) => formatAddress(b));
     // One line when the limits cannot all be met; after listening, so a failure to start stays
     // the one line it is.
     const fdWarning = fdShortfall(config);
@@ -99,11 +142,13 @@ export async function serve(flags: ServeFlags): Promise<number> {
     }
   } catch (err) {
     if (err instanceof ConfigError || err instanceof ListenError) {
-      process.stderr.write(`ferry: ${err.message}\n`);
+      if (link) link.failed(err.message);
+      else process.stderr.write(`ferry: ${err.message}\n`);
       return 1;
     }
     throw err;
   }
+  return await run();
 
   async function reloadNow(why: string) {
     log.info(`${why}: reloading the configuration`);
@@ -113,48 +158,66 @@ export async function serve(flags: ServeFlags): Promise<number> {
     return result;
   }
 
-  return new Promise<number>((resolve) => {
-    let stoppingSince: number | undefined;
-    let backstop: NodeJS.Timeout | undefined;
-    /** Exits `ms` from now unless the process has ended by itself (the timer does not hold it). */
-    const exitAfter = (ms: number): void => {
-      clearTimeout(backstop);
-      backstop = setTimeout(() => {
-        log.error(
-          { sessions: server.activeSessions },
-          `still running ${EXIT_GRACE_MS} ms after the sessions were cut: exiting anyway`,
-        );
-        process.exit(0);
-      }, ms);
-      backstop.unref();
-    };
-    const stop = (signal: string): void => {
-      if (stoppingSince !== undefined) {
-        // `timeout`, npm and a terminal's Ctrl-C each deliver one stop to several processes of a
-        // group, so Ferry often gets the same signal twice at once; only a later one means "now".
-        if (Date.now() - stoppingSince < REPEAT_SIGNAL_MS) {
-          log.debug(`${signal} repeated within ${REPEAT_SIGNAL_MS} ms: taken as the same stop`);
+  /** Serves until stopped; resolves with the exit status. */
+  function run(): Promise<number> {
+    return new Promise<number>((resolve) => {
+      let stoppingSince: number | undefined;
+      let backstop: NodeJS.Timeout | undefined;
+      /** Exits `ms` from now unless the process has ended by itself (the timer does not hold it). */
+      const exitAfter = (ms: number): void => {
+        clearTimeout(backstop);
+        backstop = setTimeout(() => {
+          log.error(
+            { sessions: server.activeSessions },
+            `still running ${EXIT_GRACE_MS} ms after the sessions were cut: exiting anyway`,
+          );
+          process.exit(0);
+        }, ms);
+        backstop.unref();
+      };
+      const stop = (signal: string): void => {
+        if (stoppingSince !== undefined) {
+          // `timeout`, npm and a terminal's Ctrl-C each deliver one stop to several processes of a
+          // group, so Ferry often gets the same signal twice at once; only a later one means "now".
+          if (Date.now() - stoppingSince < REPEAT_SIGNAL_MS) {
+            log.debug(`${signal} repeated within ${REPEAT_SIGNAL_MS} ms: taken as the same stop`);
+            return;
+          }
+          log.warn(`${signal} during the drain: closing every session now`);
+          exitAfter(EXIT_GRACE_MS);
+          void server.close(0);
           return;
         }
-        log.warn(`${signal} during the drain: closing every session now`);
-        exitAfter(EXIT_GRACE_MS);
-        void server.close(0);
-        return;
-      }
-      stoppingSince = Date.now();
-      exitAfter(drainMs + EXIT_GRACE_MS);
-      log.info({ sessions: server.activeSessions }, `${signal}: no longer accepting; draining live sessions`);
-      process.off("SIGHUP", onHup);
-      void control?.close();
-      void server.close(drainMs).then(() => {
-        log.info("stopped");
-        log.flush?.();
-        resolve(0);
+        stoppingSince = Date.now();
+        exitAfter(drainMs + EXIT_GRACE_MS);
+        log.info(
+          { sessions: server.activeSessions },
+          `${signal}: no longer accepting; draining live sessions`,
+        );
+        process.off("SIGHUP", onHup);
+        void control?.close();
+        void server.close(drainMs).then(() => {
+          log.info("stopped");
+          log.flush?.();
+          // A worker's channel to the primary would keep it alive.
+          link?.close();
+          resolve(0);
+        });
+      };
+      // A worker reloads when its primary says, with the generation every worker uses.
+      const onHup = link ? (): void => {} : (): void => void reloadNow("SIGHUP");
+      process.on("SIGHUP", onHup);
+      process.on("SIGINT", () => stop("SIGINT"));
+      process.on("SIGTERM", () => stop("SIGTERM"));
+      link?.serve({
+        reload: (generation) => reloader.reload(generation),
+        stop: (now) => {
+          if (!now) return stop("stop from the primary");
+          // Cut at once, whether or not a drain had begun.
+          stoppingSince ??= 0;
+          stop("second stop from the primary");
+        },
       });
-    };
-    const onHup = (): void => void reloadNow("SIGHUP");
-    process.on("SIGHUP", onHup);
-    process.on("SIGINT", () => stop("SIGINT"));
-    process.on("SIGTERM", () => stop("SIGTERM"));
-  });
+    });
+  }
 }

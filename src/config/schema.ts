@@ -109,6 +109,8 @@ export const configSchema = z.strictObject({
   rules: requestRulesSchema.optional(),
   /** A Unix socket for `ferry reload` (docs/policy.md); relative to the configuration file. */
   control: z.string().min(1).optional(),
+  /** Processes sharing the listen addresses; "auto": one per core (docs/workers.md). Fixed at start. */
+  workers: z.union([z.number().int().min(1).max(256), z.literal("auto")]).default(1),
 });
 
 export type FileConfig = z.input<typeof configSchema>;

@@ -6,12 +6,12 @@ import { Reply } from "../protocol/errors.js";
 import type { ServerContext, SessionRecord } from "./context.js";
 import { decisionEvent } from "./decision-event.js";
 import type { Handshake } from "./handshake.js";
-import type { Lease } from "./limits.js";
+import type { Admission, Lease } from "./limits.js";
 
 /**
  * Takes the limits of the rule that admitted the request (sessions per user, the rule's own
  * caps, bandwidth) and hands its throttle to the session. On a refusal the client has been
- * answered and undefined is returned.
+ * answered and undefined is returned. A promise only when a shared store had to be asked.
  */
 export function takeLease(
   hs: Handshake,
@@ -19,8 +19,12 @@ export function takeLease(
   decision: Decision,
   ctx: ServerContext,
   record: SessionRecord,
-): Lease | undefined {
+): Lease | undefined | Promise<Lease | undefined> {
   const lease = ctx.state.limits.acquire(ctx.config, query, decision);
+  return lease instanceof Promise ? lease.then((l) => settle(l, hs, record)) : settle(lease, hs, record);
+}
+
+function settle(lease: Admission, hs: Handshake, record: SessionRecord): Lease | undefined {
   if ("refused" in lease) {
     record.reason = `refused: ${lease.refused}`;
     hs.replier.failure(Reply.NOT_ALLOWED);

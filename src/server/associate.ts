@@ -14,6 +14,7 @@ import { encodeUdpHeader, parseUdpDatagram, type UdpDatagram } from "../protocol
 import { decideCommand, reportDecisions, takeLease } from "./admission.js";
 import type { ServerContext, SessionRecord } from "./context.js";
 import type { Handshake } from "./handshake.js";
+import { associationsKey } from "./limit-store.js";
 import { TokenBucket } from "./limits.js";
 import { boundAddress } from "./replier.js";
 import { type ClientSource, clientSource, fromClient } from "./udp-source.js";
@@ -35,13 +36,15 @@ export async function associateCommand(
   const decision = decideCommand(hs, query, ctx, record);
   if (!decision) return;
   const limit = ctx.config.limits.associationsPerClient;
-  const release = ctx.state.associations.acquire(record.client, limit);
-  if (!release) {
+  let taken = ctx.state.store.take([{ key: associationsKey(record.client), limit }]);
+  if (taken instanceof Promise) taken = await taken;
+  if ("refused" in taken) {
     record.reason = `UDP association limit for ${record.client} reached (${limit}); close an association or raise limits.associationsPerClient`;
     hs.replier.failure(Reply.GENERAL_FAILURE);
     return;
   }
-  const lease = takeLease(hs, query, decision, ctx, record);
+  const release = taken.release;
+  const lease = await takeLease(hs, query, decision, ctx, record);
   if (!lease) return release();
   const association = new UdpAssociation(hs, ctx, record);
   try {

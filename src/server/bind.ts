@@ -33,7 +33,7 @@ export async function bindCommand(
 ): Promise<void> {
   const decision = decideCommand(hs, query, ctx, record);
   if (!decision) return;
-  const lease = takeLease(hs, query, decision, ctx, record);
+  const lease = await takeLease(hs, query, decision, ctx, record);
   if (!lease) return;
   try {
     let listening: Listening;

@@ -31,7 +31,7 @@ export async function connectCommand(
     new HangupOptions(hangup, timeoutMs, record.client),
   );
   if (!admitted) return;
-  const lease = takeLease(hs, query, admitted.decision, ctx, record);
+  const lease = await takeLease(hs, query, admitted.decision, ctx, record);
   if (!lease) return;
   try {
     let dialed: Awaited<ReturnType<typeof ctx.outbound.connect>>;

@@ -1,6 +1,7 @@
 import type { Config } from "../config/schema.js";
 import { formatRate } from "../config/units.js";
 import type { Decision, RequestQuery } from "../policy/policy.js";
+import type { Claim, LimitStore, Taken } from "./limit-store.js";
 
 /**
  * A token bucket that may go into debt: a chunk already read is always passed on whole (no
@@ -8,7 +9,7 @@ import type { Decision, RequestQuery } from "../policy/policy.js";
  * rate holds; a burst is at most `burst` bytes plus one chunk.
  */
 export class TokenBucket {
-  private tokens: number;
+  protected tokens: number;
   private last = performance.now();
   constructor(
     readonly rate: number,
@@ -17,7 +18,8 @@ export class TokenBucket {
     this.tokens = burst;
   }
 
-  private refill(): void {
+  /** Brings the tokens up to date (a shared bucket asks for more here instead). */
+  protected refill(): void {
     const now = performance.now();
     this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) * this.rate) / 1000);
     this.last = now;
@@ -56,81 +58,99 @@ export interface Lease {
   release(): void;
 }
 
+export type Admission = Lease | { refused: string };
+
+const NOTHING_TAKEN: Taken = { release: () => {} };
+
 interface Pair {
   rate: number;
   up: TokenBucket;
   down: TokenBucket;
 }
 
-const pair = (rate: number): Pair => ({ rate, up: new TokenBucket(rate), down: new TokenBucket(rate) });
+/** A refusal's words, by the claim that was full. */
+type Refusal = (limit: number) => string;
 
 /**
- * Counters and buckets for the limits that depend on who asked and which rule admitted them.
- * One instance lives as long as the server, across reloads: a user's sessions are counted
- * whatever configuration they started under. Per-rule state belongs to the configuration that
- * defined the rule, so a reload starts the new rules' counters afresh.
+ * The limits that depend on who asked and which rule admitted them: sessions per user, a rule's
+ * sessions cap, and their bandwidth. The counts are kept in the LimitStore (this process's, or
+ * shared by every worker); the buckets here, one per user and per rule, draw on the store's.
+ * A user's sessions are counted whatever configuration they started under; a rule's counters
+ * and bucket belong to the configuration that defined it, so a reload starts them afresh.
  */
 export class Limits {
-  private readonly userSessions = new Map<string, number>();
   private readonly userBuckets = new Map<string, Pair>();
-  private readonly ruleState = new WeakMap<object, Map<string, { sessions: number; buckets?: Pair }>>();
+  private readonly ruleBuckets = new WeakMap<object, Map<string, Pair>>();
+  /** Which reload each configuration came with: rule counters are kept per generation. */
+  private readonly generations = new WeakMap<object, number>();
+
+  constructor(private readonly store: LimitStore) {}
+
+  /** Notes that `config` is the one reload `generation` builds (every worker numbers them alike). */
+  adopt(config: Config, generation: number): void {
+    this.generations.set(config, generation);
+  }
 
   /** Admits a request the policy allowed, or says which limit refuses it. */
-  acquire(config: Config, q: RequestQuery, decision: Decision): Lease | { refused: string } {
-    const perUser = config.limits.sessionsPerUser;
+  acquire(config: Config, q: RequestQuery, decision: Decision): Admission | Promise<Admission> {
     const user = q.user;
-    if (user !== undefined && perUser !== undefined && (this.userSessions.get(user) ?? 0) >= perUser) {
-      return { refused: `user ${user} already has ${perUser} sessions (limits.sessionsPerUser)` };
-    }
     const caps = decision.caps;
-    let rules = this.ruleState.get(config);
-    if (caps && !rules) {
-      rules = new Map();
-      this.ruleState.set(config, rules);
+    const claims: Claim[] = [];
+    const refusals: Refusal[] = [];
+    if (user !== undefined) {
+      // Counted even with no cap, so that a reload which sets one counts the sessions running.
+      claims.push({ key: `user\0${user}`, limit: config.limits.sessionsPerUser ?? Number.POSITIVE_INFINITY });
+      refusals.push((n) => `user ${user} already has ${n} sessions (limits.sessionsPerUser)`);
     }
-    const rule = caps ? (rules!.get(caps.key) ?? { sessions: 0 }) : undefined;
-    if (caps?.sessions !== undefined && rule!.sessions >= caps.sessions) {
-      return { refused: `rule ${decision.rule} already admits ${caps.sessions} sessions (its sessions cap)` };
+    if (caps?.sessions !== undefined) {
+      claims.push({ key: `rule\0${this.generations.get(config) ?? 0}\0${caps.key}`, limit: caps.sessions });
+      refusals.push((n) => `rule ${decision.rule} already admits ${n} sessions (its sessions cap)`);
     }
+    const throttle = this.throttle(config, user, caps);
+    const admit = (taken: Taken): Admission => {
+      if ("refused" in taken) return { refused: refusals[taken.refused]!(claims[taken.refused]!.limit) };
+      const lease: Lease = { release: taken.release };
+      if (throttle) lease.throttle = throttle;
+      return lease;
+    };
+    if (claims.length === 0) return admit(NOTHING_TAKEN);
+    const taken = this.store.take(claims);
+    return taken instanceof Promise ? taken.then(admit) : admit(taken);
+  }
 
+  /** The buckets of the user's and the rule's bandwidth, when either is limited. */
+  private throttle(config: Config, user: string | undefined, caps: Decision["caps"]): Throttle | undefined {
     const up: TokenBucket[] = [];
     const down: TokenBucket[] = [];
     const rate = config.limits.bandwidth.perUser;
     if (user !== undefined && rate !== undefined) {
       let b = this.userBuckets.get(user);
       if (!b || b.rate !== rate) {
-        b = pair(rate);
+        b = this.pair(`user\0${user}`, rate);
         this.userBuckets.set(user, b);
       }
       up.push(b.up);
       down.push(b.down);
     }
     if (caps?.bandwidth !== undefined) {
-      rule!.buckets ??= pair(caps.bandwidth);
-      up.push(rule!.buckets.up);
-      down.push(rule!.buckets.down);
+      let rules = this.ruleBuckets.get(config);
+      if (!rules) {
+        rules = new Map();
+        this.ruleBuckets.set(config, rules);
+      }
+      let b = rules.get(caps.key);
+      if (!b) {
+        b = this.pair(`rule\0${this.generations.get(config) ?? 0}\0${caps.key}`, caps.bandwidth);
+        rules.set(caps.key, b);
+      }
+      up.push(b.up);
+      down.push(b.down);
     }
+    return up.length > 0 ? { up, down } : undefined;
+  }
 
-    if (user !== undefined) this.userSessions.set(user, (this.userSessions.get(user) ?? 0) + 1);
-    if (caps) {
-      rule!.sessions++;
-      rules!.set(caps.key, rule!);
-    }
-    let released = false;
-    const lease: Lease = {
-      release: () => {
-        if (released) return;
-        released = true;
-        if (user !== undefined) {
-          const left = (this.userSessions.get(user) ?? 1) - 1;
-          if (left > 0) this.userSessions.set(user, left);
-          else this.userSessions.delete(user);
-        }
-        if (rule) rule.sessions--;
-      },
-    };
-    if (up.length > 0) lease.throttle = { up, down };
-    return lease;
+  private pair(key: string, rate: number): Pair {
+    return { rate, up: this.store.bucket(`${key}\0up`, rate), down: this.store.bucket(`${key}\0down`, rate) };
   }
 
   /** What applies to a user, in words (for logs and `ferry check`). */

@@ -26,13 +26,17 @@ export class Reloader {
     private readonly state: ServerState,
   ) {}
 
-  reload(): Promise<ReloadResult> {
-    const next = this.chain.then(() => this.once());
+  /**
+   * `generation` numbers the new configuration (rule counters are kept per generation); the
+   * workers' primary gives every worker the same one, else it is the running one's plus one.
+   */
+  reload(generation?: number): Promise<ReloadResult> {
+    const next = this.chain.then(() => this.once(generation ?? this.state.generation + 1));
     this.chain = next.catch(() => {});
     return next;
   }
 
-  private async once(): Promise<ReloadResult> {
+  private async once(generation: number): Promise<ReloadResult> {
     const refused = (err: unknown): ReloadResult => ({
       ok: false,
       message: `reload refused, the running configuration stays: ${(err as Error).message}`,
@@ -43,11 +47,13 @@ export class Reloader {
     let context: Awaited<ReturnType<typeof buildContext>>;
     try {
       const config = await this.load();
+      this.state.limits.adopt(config, generation);
       context = await buildContext(config, this.state);
       prepared = await this.server.prepareListen(config.listen);
     } catch (err) {
       return refused(err);
     }
+    this.state.generation = generation;
     this.server.update(context);
     const closed = await prepared.commit();
     const parts = [

@@ -1,9 +1,11 @@
+import cluster from "node:cluster";
 import { EventEmitter } from "node:events";
 import net from "node:net";
 import { normalizeIp } from "../policy/addresses.js";
 import type { ServerContext, SessionRecord } from "./context.js";
 import { connectionCapacity, readFdLimit } from "./fd-budget.js";
 import { HandshakeBudget } from "./handshake-budget.js";
+import { type Claim, clientKey, SESSIONS_KEY, type Taken } from "./limit-store.js";
 import { describeListenError } from "./listen-error.js";
 import { cutRelay } from "./relay.js";
 import { runSession, type SessionPhases } from "./session.js";
@@ -37,6 +39,12 @@ export interface FerryServerEvents {
   fdExhausted: [FdExhausted];
 }
 
+/**
+ * Exclusive (bound by this process) except in a cluster worker, whose listeners share the
+ * primary's socket with the other workers (docs/workers.md).
+ */
+const EXCLUSIVE_LISTEN = !cluster.isWorker;
+
 /** A listener that failed to accept for lack of descriptors rests this long at first, doubling. */
 const ACCEPT_PAUSE_MIN_MS = 100;
 const ACCEPT_PAUSE_MAX_MS = 5000;
@@ -61,8 +69,6 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
   /** Every client connection, in the handshake or established. */
   private readonly sockets = new Set<net.Socket>();
   private readonly handshakes = new HandshakeBudget();
-  /** Connections whose request has been read (limits.sessions counts these). */
-  private established = 0;
   /** Client connections that fit in the open-files limit; set when listening. */
   private fdCapacity = Number.POSITIVE_INFINITY;
   private fdLimit: number | undefined;
@@ -127,7 +133,7 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
     try {
       await new Promise<void>((resolve, reject) => {
         server.once("error", reject);
-        server.listen({ host, port, exclusive: true }, () => {
+        server.listen({ host, port, exclusive: EXCLUSIVE_LISTEN }, () => {
           server.off("error", reject);
           resolve();
         });
@@ -168,7 +174,7 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
         return;
       }
       // The port it had (one configured as 0 got it from the system), so clients find it again.
-      server.listen({ host, port: this.addressOf(server).port || port, exclusive: true }, () => {
+      server.listen({ host, port: this.addressOf(server).port || port, exclusive: EXCLUSIVE_LISTEN }, () => {
         this.paused.delete(server);
         // Calmer after a while without trouble.
         const calm = setTimeout(() => {
@@ -286,9 +292,14 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
       return refuse(`client refused by rule ${decision.rule}: ${decision.reason}`);
     // Sessions are taken when the request has been read (`established`); a client refused there
     // anyway is refused here already, before it costs a handshake (a password check, say).
-    const { sessionsPerClient, handshakes } = ctx.config.limits;
-    const full = this.sessionLimit(ctx, client);
-    if (full) return refuse(full);
+    const { sessions, sessionsPerClient, handshakes } = ctx.config.limits;
+    const claims: Claim[] = [
+      { key: SESSIONS_KEY, limit: sessions },
+      { key: clientKey(client), limit: sessionsPerClient },
+    ];
+    const store = ctx.state.store;
+    if (store.full(claims[0]!)) return refuse(sessionRefusal(claims, 0));
+    if (store.full(claims[1]!)) return refuse(sessionRefusal(claims, 1));
 
     this.sockets.add(socket);
     const record: SessionRecord = {
@@ -300,38 +311,33 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
       startedAt: Date.now(),
       durationMs: 0,
     };
-    const handshake = this.handshakes.admit(client, handshakes, ctx.config.timeouts.handshake, (reason) => {
+    // With workers, each takes its share of the handshake budget (it protects this process).
+    const budget = Math.max(1, Math.floor(handshakes / ctx.state.workers));
+    const handshake = this.handshakes.admit(client, budget, ctx.config.timeouts.handshake, (reason) => {
       record.reason = reason;
       socket.destroy();
     });
     let releaseSession: (() => void) | undefined;
+    let ended = false;
     const phases: SessionPhases = {
       established: () => {
         handshake.release();
-        const refused = this.sessionLimit(ctx, client);
-        if (refused) return refused;
-        const releaseClient = ctx.state.sessionsPerClient.acquire(client, sessionsPerClient)!;
-        this.established++;
-        releaseSession = () => {
-          this.established--;
-          releaseClient();
+        const taken = store.take(claims);
+        const settle = (t: Taken): string | undefined => {
+          if ("refused" in t) return sessionRefusal(claims, t.refused);
+          // The connection may have closed while a shared store was asked.
+          if (ended) t.release();
+          else releaseSession = t.release;
+          return undefined;
         };
-        return undefined;
+        return taken instanceof Promise ? taken.then(settle) : settle(taken);
       },
     };
     void this.serve(socket, ctx, record, phases, () => {
+      ended = true;
       handshake.release();
       releaseSession?.();
     });
-  }
-
-  /** Which session limit a new session from `client` would exceed, if any. */
-  private sessionLimit(ctx: ServerContext, client: string): string | undefined {
-    const { sessions, sessionsPerClient } = ctx.config.limits;
-    if (this.established >= sessions) return `session limit reached (${sessions} in total)`;
-    if (ctx.state.sessionsPerClient.held(client) >= sessionsPerClient)
-      return `session limit for ${client} reached (${sessionsPerClient})`;
-    return undefined;
   }
 
   /** Runs the session; it counts as ended once its socket has closed too. */
@@ -388,6 +394,14 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
     while (this.sockets.size > 0) await new Promise((r) => setTimeout(r, 5));
     await stopped;
   }
+}
+
+/** Why the claim at `index` (sessions in total, or this client's) refuses a session. */
+function sessionRefusal(claims: readonly Claim[], index: number): string {
+  const { key, limit } = claims[index]!;
+  return index === 0
+    ? `session limit reached (${limit} in total)`
+    : `session limit for ${key.slice(key.indexOf("\0") + 1)} reached (${limit})`;
 }
 
 const listenKey = (host: string, port: number): string =>

@@ -29,9 +29,10 @@ const CLIENT_GONE = new Error("the client closed the connection");
 export interface SessionPhases {
   /**
    * The request has been read: the connection leaves the handshake budget and takes a session
-   * slot. Returns which limit refuses it, if one does (the client then gets "not allowed").
+   * slot. Returns which limit refuses it, if one does (the client then gets "not allowed"); a
+   * promise when the slot is asked of the workers' primary.
    */
-  established(): string | undefined;
+  established(): string | undefined | Promise<string | undefined>;
 }
 
 /**
@@ -79,7 +80,7 @@ export async function runSession(
     handshakeTimer = undefined;
     record.command = hs.command;
     record.target = formatAddress(hs.target);
-    const refused = phases?.established();
+    const refused = await phases?.established();
     if (refused) {
       record.reason = `refused: ${refused}`;
       hs.replier.failure(Reply.NOT_ALLOWED);

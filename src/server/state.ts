@@ -1,9 +1,9 @@
 import { EventEmitter } from "node:events";
-import { LoginGuard } from "../auth/login-guard.js";
+import type { LoginThrottle } from "../auth/login-guard.js";
 import { Resolver } from "../dial/resolver.js";
 import type { Decision } from "../policy/policy.js";
 import type { Endpoint } from "../policy/self.js";
-import { ClientCounter } from "./client-counter.js";
+import { type LimitStore, LocalLimitStore } from "./limit-store.js";
 import { Limits } from "./limits.js";
 
 /** A decision a rule marked `log: true`, or any denial at the address stage, as it happens. */
@@ -23,14 +23,26 @@ export interface DecisionEvent {
  * own listening sockets. Each new ServerContext is built around the same state.
  */
 export class ServerState extends EventEmitter<{ decision: [DecisionEvent] }> {
-  readonly limits = new Limits();
-  /** Live sessions per client address (limits.sessionsPerClient). */
-  readonly sessionsPerClient = new ClientCounter();
-  /** Live UDP associations per client address (limits.associationsPerClient). */
-  readonly associations = new ClientCounter();
-  readonly logins = new LoginGuard();
+  readonly limits: Limits;
+  readonly logins: LoginThrottle;
+  /** The reload the running configuration came with (0: the one read at start). */
+  generation = 0;
   /** Every name lookup for clients goes through it: bounded per client and in total, cached briefly. */
   readonly resolver = new Resolver();
   /** The sockets this server listens on, which it must never proxy to. */
   endpoints: Endpoint[] = [];
+
+  /**
+   * `store` keeps the counts every session shares (sessions in total, per client, per user, per
+   * rule; UDP associations; bandwidth; logins); `workers` is how many processes share it, each
+   * taking its share of the limits that stay per process (limits.handshakes).
+   */
+  constructor(
+    readonly store: LimitStore = new LocalLimitStore(),
+    readonly workers = 1,
+  ) {
+    super();
+    this.limits = new Limits(store);
+    this.logins = store.logins;
+  }
 }

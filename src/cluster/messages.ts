@@ -1,0 +1,45 @@
+import type { LoginEvent, LoginOutcome } from "../auth/login-guard.js";
+import type { ListeningAddress } from "../server/server.js";
+
+/**
+ * What the primary and its workers say to each other over the cluster's IPC channel. Every
+ * message carries `ferry`, so Node's own cluster messages are never mistaken for ours.
+ */
+export type ToPrimary =
+  /** Listening on every address; or could not start (the message is fit to print). */
+  | { ferry: "ready"; listening: ListeningAddress[] }
+  | { ferry: "failed"; message: string }
+  /** Give back `give` unused slots of `key` (its limit changed), then grant some (limit null: uncapped). */
+  | { ferry: "take"; id: number; key: string; limit: number | null; give: number }
+  /** Unused slots of `key` handed back, unasked (the key went idle here). */
+  | { ferry: "return"; key: string; n: number }
+  /** The answer to a reclaim: `n` unused slots handed back. */
+  | { ferry: "reclaimed"; id: number; n: number }
+  /** `n` bytes of the bucket `key` (rate bytes a second); answered when the primary's bucket has them. */
+  | { ferry: "tokens"; id: number; key: string; rate: number; n: number }
+  /** A login attempt to line up; `checked` answers a `check`; `cancel`: the client left. */
+  | { ferry: "login"; id: number; client: string; user: string; method: string }
+  | { ferry: "checked"; id: number; ok: boolean }
+  | { ferry: "cancel"; id: number }
+  | { ferry: "reloaded"; id: number; ok: boolean; message: string };
+
+export type ToWorker =
+  | { ferry: "grant"; id: number; n: number }
+  /** Hand back every unused slot of `key`: another worker needs one and none is free. */
+  | { ferry: "reclaim"; id: number; key: string }
+  | { ferry: "tokens"; id: number }
+  /** Run the password check of login `id` now: its turn has come. */
+  | { ferry: "check"; id: number }
+  | { ferry: "login"; id: number; outcome?: LoginOutcome; event?: LoginEvent; error?: string }
+  | { ferry: "reload"; id: number; generation: number }
+  /** Stop accepting and drain (`now`: cut every session at once). */
+  | { ferry: "stop"; now: boolean };
+
+/** Environment a worker is started with. */
+export const WORKER_INDEX_ENV = "FERRY_WORKER";
+export const WORKER_COUNT_ENV = "FERRY_WORKERS";
+export const GENERATION_ENV = "FERRY_GENERATION";
+
+export function isFerryMessage(m: unknown): m is { ferry: string } {
+  return typeof m === "object" && m !== null && typeof (m as { ferry?: unknown }).ferry === "string";
+}

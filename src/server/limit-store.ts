@@ -1,0 +1,87 @@
+import type { LoginThrottle } from "../auth/login-guard.js";
+import { LoginGuard } from "../auth/login-guard.js";
+import { TokenBucket } from "./limits.js";
+
+/**
+ * One counter a session takes a slot of: `key` names what is counted (every session, a client
+ * address, a user, a rule of one configuration), `limit` is its cap under the caller's
+ * configuration (Infinity: counted, not capped).
+ */
+export interface Claim {
+  key: string;
+  limit: number;
+}
+
+/** Slots taken (release gives them back; idempotent), or the index of the claim that was full. */
+export type Taken = { release(): void } | { refused: number };
+
+/**
+ * Where the limits shared by every session of the server are kept: session counts, bandwidth
+ * and login throttling. With one process it is this process's memory (LocalLimitStore); with
+ * workers the primary keeps the counts and hands each worker allotments it uses locally
+ * (src/cluster/worker-store.ts); a store on Redis could serve several machines the same way.
+ */
+export interface LimitStore {
+  /**
+   * Takes one slot of every claim, all or none. Answers at once when it can (always, for the
+   * local store); a shared store may have to ask, and then returns a promise.
+   */
+  take(claims: readonly Claim[]): Taken | Promise<Taken>;
+  /**
+   * True when the claim is surely full now, known without asking anyone: for refusing a
+   * connection at accept, before it costs a handshake. False when unsure.
+   */
+  full(claim: Claim): boolean;
+  /** A bucket of `rate` bytes a second that draws on the store's one for `key`. */
+  bucket(key: string, rate: number): TokenBucket;
+  /** Failed-login memory and the lines logins wait in (src/auth/login-guard.ts). */
+  readonly logins: LoginThrottle;
+}
+
+/** The store of a server that is one process: counters in a map, plain token buckets. */
+export class LocalLimitStore implements LimitStore {
+  private readonly counts = new Map<string, number>();
+  readonly logins: LoginThrottle;
+
+  constructor(logins: LoginThrottle = new LoginGuard()) {
+    this.logins = logins;
+  }
+
+  take(claims: readonly Claim[]): Taken {
+    for (let i = 0; i < claims.length; i++) {
+      const c = claims[i]!;
+      if ((this.counts.get(c.key) ?? 0) >= c.limit) return { refused: i };
+    }
+    for (const c of claims) this.counts.set(c.key, (this.counts.get(c.key) ?? 0) + 1);
+    let released = false;
+    return {
+      release: () => {
+        if (released) return;
+        released = true;
+        for (const c of claims) {
+          const left = (this.counts.get(c.key) ?? 1) - 1;
+          if (left > 0) this.counts.set(c.key, left);
+          else this.counts.delete(c.key);
+        }
+      },
+    };
+  }
+
+  full(claim: Claim): boolean {
+    return (this.counts.get(claim.key) ?? 0) >= claim.limit;
+  }
+
+  /** How many slots of `key` are taken (for tests and logs). */
+  held(key: string): number {
+    return this.counts.get(key) ?? 0;
+  }
+
+  bucket(_key: string, rate: number): TokenBucket {
+    return new TokenBucket(rate);
+  }
+}
+
+/** The keys the server's own session limits are counted under. */
+export const SESSIONS_KEY = "sessions";
+export const clientKey = (client: string): string => `client\0${client}`;
+export const associationsKey = (client: string): string => `udp\0${client}`;
