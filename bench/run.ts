@@ -6,7 +6,7 @@
  * noisy. See docs/benchmark.md for what each number means.
  */
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -340,10 +340,33 @@ async function sessions(
   );
 }
 
+/**
+ * Each idle connection takes two loopback ports (the loader's and the proxy's outbound one), and
+ * the previous reading's closed connections sit in TIME_WAIT for a minute: without waiting, a few
+ * readings of 5,000 exhaust the ephemeral range and a listen fails with EADDRINUSE.
+ */
+async function portsToSpare(): Promise<void> {
+  const [low, high] = readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8")
+    .trim()
+    .split(/\s+/)
+    .map(Number);
+  const range = (high ?? 60999) - (low ?? 32768) + 1;
+  const inUse = (): number =>
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+      .map((f) => readFileSync(f, "utf8").split("\n").length - 2)
+      .reduce((a, b) => a + Math.max(0, b), 0);
+  const needed = 2 * settings.idle + 2000;
+  const deadline = Date.now() + 90_000;
+  if (range - inUse() >= needed) return;
+  progress(`waiting for loopback ports to come back from TIME_WAIT (${inUse()} sockets, ${range} ports)`);
+  while (range - inUse() < needed && Date.now() < deadline) await sleep(1000);
+}
+
 /** Idle connections: a fresh proxy per reading, so earlier runs' heap or children do not count. */
 async function memory(loader: Loader, targets: TargetPorts): Promise<void> {
   for (let run = 1; run <= settings.runs; run++) {
     for (const name of rotate(proxies, run - 1)) {
+      await portsToSpare();
       const proxy = await startProxy(name);
       try {
         const via: Via = { kind: "socks5", port: proxy.port };

@@ -15,6 +15,7 @@ import { Reloader } from "../server/reload.js";
 import { FerryServer, ListenError } from "../server/server.js";
 import { ServerState } from "../server/state.js";
 import { gssapiStatus } from "./doctor.js";
+import { EXIT_GRACE_MS, stopper } from "./stop-signals.js";
 
 export interface ServeFlags {
   config?: string;
@@ -38,16 +39,6 @@ function parseInlineUser(spec: string): { name: string; password: string } {
   }
   return { name: spec.slice(0, colon), password: spec.slice(colon + 1) };
 }
-
-/** A second stop signal sooner than this is a duplicate delivery, not a request to cut sessions. */
-const REPEAT_SIGNAL_MS = 1000;
-
-/**
- * Sessions are cut at the drain deadline and end within milliseconds. If the process is still
- * alive this long after that, something a session left behind (a socket, a timer) holds it, and
- * it exits anyway: a stop must never need SIGKILL.
- */
-const EXIT_GRACE_MS = 3000;
 
 /** `workers: auto` is one per core the process may use. */
 export const workerCount = (workers: number | "auto"): number =>
@@ -161,49 +152,29 @@ export async function serve(flags: ServeFlags): Promise<number> {
   /** Serves until stopped; resolves with the exit status. */
   function run(): Promise<number> {
     return new Promise<number>((resolve) => {
-      let stoppingSince: number | undefined;
-      let backstop: NodeJS.Timeout | undefined;
-      /** Exits `ms` from now unless the process has ended by itself (the timer does not hold it). */
-      const exitAfter = (ms: number): void => {
-        clearTimeout(backstop);
-        backstop = setTimeout(() => {
+      const { stop } = stopper(log, drainMs, EXIT_GRACE_MS, {
+        drain: (signal) => {
+          log.info(
+            { sessions: server.activeSessions },
+            `${signal}: no longer accepting; draining live sessions`,
+          );
+          process.off("SIGHUP", onHup);
+          void control?.close();
+          void server.close(drainMs).then(() => {
+            log.info("stopped");
+            log.flush?.();
+            // A worker's channel to the primary would keep it alive.
+            link?.close();
+            resolve(0);
+          });
+        },
+        cut: () => void server.close(0),
+        overdue: () =>
           log.error(
             { sessions: server.activeSessions },
             `still running ${EXIT_GRACE_MS} ms after the sessions were cut: exiting anyway`,
-          );
-          process.exit(0);
-        }, ms);
-        backstop.unref();
-      };
-      const stop = (signal: string): void => {
-        if (stoppingSince !== undefined) {
-          // `timeout`, npm and a terminal's Ctrl-C each deliver one stop to several processes of a
-          // group, so Ferry often gets the same signal twice at once; only a later one means "now".
-          if (Date.now() - stoppingSince < REPEAT_SIGNAL_MS) {
-            log.debug(`${signal} repeated within ${REPEAT_SIGNAL_MS} ms: taken as the same stop`);
-            return;
-          }
-          log.warn(`${signal} during the drain: closing every session now`);
-          exitAfter(EXIT_GRACE_MS);
-          void server.close(0);
-          return;
-        }
-        stoppingSince = Date.now();
-        exitAfter(drainMs + EXIT_GRACE_MS);
-        log.info(
-          { sessions: server.activeSessions },
-          `${signal}: no longer accepting; draining live sessions`,
-        );
-        process.off("SIGHUP", onHup);
-        void control?.close();
-        void server.close(drainMs).then(() => {
-          log.info("stopped");
-          log.flush?.();
-          // A worker's channel to the primary would keep it alive.
-          link?.close();
-          resolve(0);
-        });
-      };
+          ),
+      });
       // A worker reloads when its primary says, with the generation every worker uses.
       const onHup = link ? (): void => {} : (): void => void reloadNow("SIGHUP");
       process.on("SIGHUP", onHup);
@@ -212,10 +183,8 @@ export async function serve(flags: ServeFlags): Promise<number> {
       link?.serve({
         reload: (generation) => reloader.reload(generation),
         stop: (now) => {
-          if (!now) return stop("stop from the primary");
-          // Cut at once, whether or not a drain had begun.
-          stoppingSince ??= 0;
-          stop("second stop from the primary");
+          // A second stop from the primary cuts at once, whether or not a drain had begun.
+          stop(now ? "second stop from the primary" : "stop from the primary", now);
         },
       });
     });

@@ -1,4 +1,5 @@
 import cluster, { type Worker } from "node:cluster";
+import { EXIT_GRACE_MS, stopper } from "../cli/stop-signals.js";
 import type { Config } from "../config/schema.js";
 import type { Logger } from "../observe/logger.js";
 import { formatAddress } from "../protocol/address.js";
@@ -24,9 +25,6 @@ export interface PrimaryOptions {
   control?: string;
 }
 
-/** As in a single process (src/cli/serve.ts): a repeat within this long is the same stop. */
-const REPEAT_SIGNAL_MS = 1000;
-const EXIT_GRACE_MS = 3000;
 /** A worker must be listening within this long of its start. */
 const START_TIMEOUT_MS = 30_000;
 /** A worker's answer to a reload. */
@@ -267,49 +265,35 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
   }
 
   return new Promise<number>((resolve) => {
-    let stoppingSince: number | undefined;
-    let backstop: NodeJS.Timeout | undefined;
-    const exitAfter = (ms: number): void => {
-      clearTimeout(backstop);
-      backstop = setTimeout(() => {
+    onAllExited = () => {
+      log.info("stopped");
+      resolve(0);
+    };
+    // The workers' own backstops come first; this one is for a worker that hangs.
+    const { stop } = stopper(log, drainMs, EXIT_GRACE_MS * 2, {
+      drain: (signal) => {
+        stopping = true;
+        log.info(
+          { workers: slots.filter((s) => s.worker).length },
+          `${signal}: no longer accepting; draining every worker`,
+        );
+        process.off("SIGHUP", onHup);
+        void control?.close();
+        for (const s of slots) sendTo(s.worker, { ferry: "stop", now: false });
+        if (slots.every((s) => !s.worker)) onAllExited?.();
+      },
+      cut: () => {
+        for (const s of slots) sendTo(s.worker, { ferry: "stop", now: true });
+      },
+      overdue: () => {
         const left = slots.filter((s) => s.worker);
         log.error(
           { workerPids: left.map((s) => s.worker?.process.pid) },
           `${left.length} workers still running ${EXIT_GRACE_MS} ms after their sessions were cut: killing them`,
         );
         for (const s of left) s.worker?.process.kill("SIGKILL");
-        process.exit(0);
-      }, ms);
-      backstop.unref();
-    };
-    onAllExited = () => {
-      log.info("stopped");
-      resolve(0);
-    };
-    const stop = (signal: string): void => {
-      if (stoppingSince !== undefined) {
-        if (Date.now() - stoppingSince < REPEAT_SIGNAL_MS) {
-          log.debug(`${signal} repeated within ${REPEAT_SIGNAL_MS} ms: taken as the same stop`);
-          return;
-        }
-        log.warn(`${signal} during the drain: closing every session now`);
-        exitAfter(EXIT_GRACE_MS * 2);
-        for (const s of slots) sendTo(s.worker, { ferry: "stop", now: true });
-        return;
-      }
-      stoppingSince = Date.now();
-      stopping = true;
-      // The workers' own backstops come first; this one is for a worker that hangs.
-      exitAfter(drainMs + EXIT_GRACE_MS * 2);
-      log.info(
-        { workers: slots.filter((s) => s.worker).length },
-        `${signal}: no longer accepting; draining every worker`,
-      );
-      process.off("SIGHUP", onHup);
-      void control?.close();
-      for (const s of slots) sendTo(s.worker, { ferry: "stop", now: false });
-      if (slots.every((s) => !s.worker)) onAllExited?.();
-    };
+      },
+    });
     const onHup = (): void => void reloadAll("SIGHUP");
     process.on("SIGHUP", onHup);
     process.off("SIGHUP", early);

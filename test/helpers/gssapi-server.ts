@@ -1,12 +1,6 @@
 import { once } from "node:events";
 import net from "node:net";
-import type { TestContext } from "node:test";
-import {
-  GSSAPI_NOT_BUILT,
-  type GssContext,
-  gssapiAvailable,
-  loadGssapi,
-} from "../../src/auth/gssapi-native.js";
+import { type GssContext, loadGssapi } from "../../src/auth/gssapi-native.js";
 import { StreamReader } from "../../src/io/reader.js";
 import {
   decodeProtectionLevel,
@@ -16,25 +10,6 @@ import {
   type ProtectionName,
 } from "../../src/protocol/gssapi.js";
 import { encodeMethodSelection, Method, parseGreeting } from "../../src/protocol/socks5.js";
-import { requireTool } from "./tools.js";
-
-/** MIT Kerberos tools and the add-on; under CI a missing one fails instead of skipping. */
-export function gssapiPrerequisites(t: TestContext): boolean {
-  for (const [cmd, pkg] of [
-    ["krb5kdc", "krb5-kdc"],
-    ["kdb5_util", "krb5-kdc"],
-    ["kadmin.local", "krb5-admin-server"],
-    ["kinit", "krb5-user"],
-  ] as const) {
-    if (!requireTool(t, cmd, pkg)) return false;
-  }
-  if (!gssapiAvailable()) {
-    if (process.env.CI === "true") throw new Error(GSSAPI_NOT_BUILT);
-    t.skip(GSSAPI_NOT_BUILT);
-    return false;
-  }
-  return true;
-}
 
 /** Where a scripted session stands once the client has asked for its protection level. */
 export interface ScriptedGssSession {

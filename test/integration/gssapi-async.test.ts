@@ -7,8 +7,7 @@ import { test } from "node:test";
 import { connect as socksConnect } from "../../src/client/connect.js";
 import { parseProxyUrl } from "../../src/client/proxy.js";
 import { startFerry } from "../helpers/ferry.js";
-import { gssapiPrerequisites } from "../helpers/gssapi-server.js";
-import { startTestRealm } from "../helpers/kdc.js";
+import { requireKerberos, startTestRealm } from "../helpers/kdc.js";
 import { sha256, startEchoServer, within } from "../helpers/net.js";
 import { startSlowKdc } from "../helpers/slow-kdc.js";
 
@@ -21,7 +20,7 @@ const KDC_DELAY_MS = 800;
  * event loop stood still for the whole KDC round trip.
  */
 test("GSSAPI: a first authentication against a slow KDC does not block the event loop", async (t) => {
-  if (!gssapiPrerequisites(t)) return;
+  if (!requireKerberos(t)) return;
   const realm = await startTestRealm();
   const echo = await startEchoServer();
   const ferry = await startFerry({

@@ -25,8 +25,8 @@ import {
 } from "../../src/protocol/socks5.js";
 import { type RunningFerry, startFerry } from "../helpers/ferry.js";
 import { FERRY_BIN } from "../helpers/ferry-process.js";
-import { gssapiPrerequisites, startScriptedGssProxy } from "../helpers/gssapi-server.js";
-import { startTestRealm, type TestRealm } from "../helpers/kdc.js";
+import { startScriptedGssProxy } from "../helpers/gssapi-server.js";
+import { requireKerberos, startTestRealm, type TestRealm } from "../helpers/kdc.js";
 import { sha256, startEchoServer, within } from "../helpers/net.js";
 import { run } from "../helpers/process.js";
 
@@ -56,7 +56,7 @@ async function untilClosed(socket: net.Socket): Promise<Buffer> {
 }
 
 test("GSSAPI protection levels: the client's offer, and RFC 1961 §5 strictness", async (t) => {
-  if (!gssapiPrerequisites(t)) return;
+  if (!requireKerberos(t)) return;
   const realm = await startTestRealm();
   const echo = await startEchoServer();
   t.after(async () => {

@@ -2,8 +2,8 @@ import assert from "node:assert/strict";
 import dgram from "node:dgram";
 import { once } from "node:events";
 import type { Duplex } from "node:stream";
-import { type TestContext, test } from "node:test";
-import { GSSAPI_NOT_BUILT, gssapiAvailable, loadGssapi } from "../../src/auth/gssapi-native.js";
+import { test } from "node:test";
+import { loadGssapi } from "../../src/auth/gssapi-native.js";
 import {
   type GssEncapsulation,
   gssProtector,
@@ -22,10 +22,9 @@ import { encodeUdpHeader, parseUdpDatagram } from "../../src/protocol/udp.js";
 import { buildContext } from "../../src/server/build-context.js";
 import { type RunningFerry, startFerry } from "../helpers/ferry.js";
 import { gssapiConnect } from "../helpers/gssapi-client.js";
-import { startTestRealm, type TestRealm } from "../helpers/kdc.js";
+import { requireKerberos, startTestRealm, type TestRealm } from "../helpers/kdc.js";
 import { sha256, startEchoServer } from "../helpers/net.js";
 import { startTap } from "../helpers/tap.js";
-import { requireTool } from "../helpers/tools.js";
 
 /** Writes `data`, half-closes, and collects what comes back until the peer ends (bounded). */
 async function roundTrip(stream: Duplex, data: Buffer, timeoutMs = 30_000): Promise<Buffer> {
@@ -52,25 +51,8 @@ function gssapiFerry(realm: TestRealm, protection: ProtectionName[]): Promise<Ru
 const MARKER = "FERRY-PLAINTEXT-MARKER-0123456789";
 const payload = Buffer.from(`${MARKER}\n`.repeat(6000));
 
-function prerequisites(t: TestContext): boolean {
-  for (const [cmd, pkg] of [
-    ["krb5kdc", "krb5-kdc"],
-    ["kdb5_util", "krb5-kdc"],
-    ["kadmin.local", "krb5-admin-server"],
-    ["kinit", "krb5-user"],
-  ] as const) {
-    if (!requireTool(t, cmd, pkg)) return false;
-  }
-  if (!gssapiAvailable()) {
-    if (process.env.CI === "true") throw new Error(GSSAPI_NOT_BUILT);
-    t.skip(GSSAPI_NOT_BUILT);
-    return false;
-  }
-  return true;
-}
-
 test("GSSAPI (RFC 1961) against a real Kerberos realm", async (t) => {
-  if (!prerequisites(t)) return;
+  if (!requireKerberos(t)) return;
   const realm = await startTestRealm();
   const echo = await startEchoServer();
   t.after(async () => {
