@@ -109,9 +109,12 @@ describe("an upstream or a target that dies mid-transfer", { timeout: 120_000 },
         while (!socket.destroyed && socket.write(CHUNK)) {}
         uploadBlocked = true;
       };
+      // The upload starts once the download is under way: microsocks serves its client's side
+      // first whenever it is readable, so an upload at full speed from the start can keep the
+      // download from ever reaching 4 MB.
+      await waitFor(() => seen.bytes() > 4 * 1024 * 1024, 20_000, "4 MB downloaded through the upstream");
       socket.on("drain", up);
       up();
-      await waitFor(() => seen.bytes() > 4 * 1024 * 1024, 20_000, "4 MB downloaded through the upstream");
       // Stopped first, so that what the client keeps sending waits unread in the upstream's
       // buffers when it dies: a process killed with nothing unread closes with a FIN, which no
       // proxy can tell from a clean end (see the report of issue 13).
