@@ -2,10 +2,9 @@ import net from "node:net";
 import tls from "node:tls";
 
 /**
- * Called for every read once a socket reads into a buffer of ours: `n` bytes are at the start of
- * `buffer`, and they are overwritten by the next read, so they must be written on (or copied)
- * before the callback returns and the socket must pause until any write that still holds them
- * has completed. `this` is the socket.
+ * Called for every read once a socket reads into buffers of ours: `n` bytes are at the start of
+ * `buffer`. `this` is the socket. After it returns, the next read goes into the buffer that
+ * `nextBuffer` returns: while a write still holds bytes of a buffer, no read may go into it.
  */
 export type OwnBufferRead = (this: net.Socket, n: number, buffer: Buffer) => void;
 
@@ -56,20 +55,26 @@ export const canReadIntoOwnBuffer = fields !== undefined;
 
 /**
  * Switches a connected plain-TCP socket that is not in user-buffer mode already to reading into
- * `buffer`, calling `onRead` for every read instead of emitting 'data' (bytes Node had already
- * buffered are still emitted as 'data' first). End of stream, errors, pause() and resume() work
+ * `first`, then into whichever buffer `nextBuffer` returns after each read, calling `onRead` for
+ * every read instead of emitting 'data' (bytes Node had already buffered are still emitted as
+ * 'data' first). End of stream, errors, pause() and resume() work
  * as before. Returns false, changing nothing, where that is not possible (TLS, a socket without a
  * handle, a Node whose internals differ): the caller carries on with 'data' events.
  */
-export function readIntoOwnBuffer(socket: net.Socket, buffer: Buffer, onRead: OwnBufferRead): boolean {
+export function readIntoOwnBuffers(
+  socket: net.Socket,
+  first: Buffer,
+  onRead: OwnBufferRead,
+  nextBuffer: () => Buffer,
+): boolean {
   if (!fields || !(socket instanceof net.Socket) || socket instanceof tls.TLSSocket) return false;
   const handle = (socket as unknown as { _handle?: HandleWithUserBuffer | null })._handle;
   if (typeof handle?.useUserBuffer !== "function" || socket.destroyed || socket.connecting) return false;
   const own = socket as unknown as Record<symbol, unknown>;
   if (own[fields.buffer]) return false;
-  own[fields.buffer] = buffer;
+  own[fields.buffer] = first;
   own[fields.callback] = onRead;
-  own[fields.generator] = null;
-  handle.useUserBuffer(buffer);
+  own[fields.generator] = nextBuffer;
+  handle.useUserBuffer(first);
   return true;
 }

@@ -2,7 +2,7 @@ import net from "node:net";
 import type { Duplex } from "node:stream";
 import { resetBehindEnd } from "../io/peer-reset.js";
 import { giveReadBuffer, takeReadBuffer } from "../io/read-buffers.js";
-import { readIntoOwnBuffer } from "../io/read-into.js";
+import { readIntoOwnBuffers } from "../io/read-into.js";
 import type { Throttle, TokenBucket } from "./limits.js";
 
 export interface RelayOptions {
@@ -51,9 +51,13 @@ class Flow {
   /** Paused because a bucket is in debt, until `restTimer` fires. */
   resting = false;
   restTimer: NodeJS.Timeout | undefined;
-  /** Bulk mode: `src` reads into this buffer of ours instead of a fresh allocation per read. */
-  buffer: Buffer | undefined;
-  /** Bulk mode: paused because `dst` still holds bytes of `buffer`, until they are written. */
+  /**
+   * Bulk mode: `src` reads into these buffers of ours instead of a fresh allocation per read,
+   * into the one at `reading`: two, so that one read can go on while a write holds the other.
+   */
+  buffers: Buffer[] | undefined;
+  reading = 0;
+  /** Bulk mode: paused because `dst` still holds bytes of both buffers, until they are written. */
   flushing = false;
   /** Bulk mode: the callback of every write, which ends `flushing`. */
   afterWrite: (() => void) | undefined;
@@ -156,7 +160,7 @@ class Relay {
     if (++this.closed === 2) {
       clearTimeout(this.idleTimer);
       // Both sockets are closed: nothing reads into these buffers or writes from them any more.
-      for (const flow of [this.up, this.down]) if (flow.buffer) giveReadBuffer(flow.buffer);
+      for (const flow of [this.up, this.down]) for (const b of flow.buffers ?? []) giveReadBuffer(b);
       this.resolve({ bytesUp: this.up.bytes, bytesDown: this.down.bytes, reason: this.reason });
     }
   }
@@ -177,10 +181,10 @@ export function cutRelay(stream: Duplex, reason: string): boolean {
 function onData(this: RelayedStream, chunk: Buffer): void {
   const flow = this[FLOW]!;
   pass(flow, chunk);
-  if (!flow.buffer && chunk.length >= BULK_READ && flow.bytes >= BULK_AFTER) enterBulkMode(flow);
+  if (!flow.buffers && chunk.length >= BULK_READ && flow.bytes >= BULK_AFTER) enterBulkMode(flow);
 }
 
-/** A read into the flow's own buffer (bulk mode): `n` bytes at its start. */
+/** A read into one of the flow's own buffers (bulk mode): `n` bytes at its start. */
 function onOwnRead(this: net.Socket, n: number, buffer: Buffer): void {
   pass((this as RelayedStream)[FLOW]!, buffer.subarray(0, n));
 }
@@ -189,12 +193,18 @@ function pass(flow: Flow, chunk: Buffer): void {
   flow.bytes += chunk.length;
   const { relay, src, dst } = flow;
   if (relay.idleMs > 0) relay.lastActivity = Date.now();
-  if (flow.afterWrite) {
-    // The next read overwrites our buffer: while the writer still holds any of it, read nothing.
+  if (flow.buffers) {
     dst.write(chunk, flow.afterWrite);
-    if (dst.writableLength > 0) {
+    // Bytes still unwritten are the tail of what was written so far (a socket writes in order):
+    // if no more than this chunk's, only this read's buffer is held, and the next read goes into
+    // the other; if more, both are, and nothing is read until the writer has taken every byte.
+    const held = dst.writableLength;
+    if (held > chunk.length) {
       flow.flushing = true;
       src.pause();
+    } else if (held > 0) {
+      flow.reading ^= 1;
+      flow.buffers[flow.reading] ??= takeReadBuffer();
     }
   } else if (!dst.write(chunk)) {
     flow.draining = true;
@@ -224,14 +234,15 @@ const BULK_AFTER = 256 * 1024;
 function enterBulkMode(flow: Flow): void {
   const { src, dst } = flow;
   if (flow.draining || flow.resting || !(dst instanceof net.Socket) || !(src instanceof net.Socket)) return;
-  const buffer = takeReadBuffer();
+  const buffers = [takeReadBuffer()];
   const afterWrite = (): void => {
     if (!flow.flushing || dst.writableLength > 0) return;
     flow.flushing = false;
     if (!flow.resting) src.resume();
   };
-  if (!readIntoOwnBuffer(src, buffer, onOwnRead)) return giveReadBuffer(buffer);
-  flow.buffer = buffer;
+  if (!readIntoOwnBuffers(src, buffers[0]!, onOwnRead, () => buffers[flow.reading]!))
+    return giveReadBuffer(buffers[0]!);
+  flow.buffers = buffers;
   flow.afterWrite = afterWrite;
 }
 
