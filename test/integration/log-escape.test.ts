@@ -48,6 +48,7 @@ function rawControls(text: string): number[] {
 /** The number of log records the scenario below produces, whatever the format. */
 const RECORDS = [
   /ferry listening on/,
+  /GSSAPI: (available|not available)/,
   /failed login for bob/,
   /session failed/, // bob's
   /session failed/, // the SOCKS4 client's: this server wants a login, which SOCKS4 cannot carry
