@@ -56,6 +56,34 @@ export interface LoginThrottle extends EventEmitter<{ login: [LoginEvent] }> {
   pending(client?: string): number;
 }
 
+/** Login attempts in line or being checked: per client group, and in all. */
+export class PendingLogins {
+  private readonly perGroup = new Map<string, number>();
+  all = 0;
+
+  /** For `client`'s group (as clientGroup() reads it), or in all. */
+  count(client?: string): number {
+    return client === undefined ? this.all : (this.perGroup.get(clientGroup(client)) ?? 0);
+  }
+
+  /** For a group already computed. */
+  inGroup(group: string): number {
+    return this.perGroup.get(group) ?? 0;
+  }
+
+  add(group: string): void {
+    this.perGroup.set(group, this.inGroup(group) + 1);
+    this.all++;
+  }
+
+  remove(group: string): void {
+    const left = this.inGroup(group) - 1;
+    if (left > 0) this.perGroup.set(group, left);
+    else this.perGroup.delete(group);
+    this.all--;
+  }
+}
+
 interface Entry {
   failures: number;
   lastFailure: number;
@@ -79,8 +107,7 @@ export class LoginGuard extends EventEmitter<{ login: [LoginEvent] }> implements
   private readonly clients = new Map<string, Entry>();
   private readonly lines = new Lines();
   /** Attempts in line or being checked, per client group. */
-  private readonly pendingPer = new Map<string, number>();
-  private pendingAll = 0;
+  private readonly inLine = new PendingLogins();
   private readonly base: number;
   private readonly max: number;
   private readonly forget: number;
@@ -100,7 +127,7 @@ export class LoginGuard extends EventEmitter<{ login: [LoginEvent] }> implements
 
   /** Attempts in line or being checked, from `client`'s group or from everyone. */
   pending(client?: string): number {
-    return client === undefined ? this.pendingAll : (this.pendingPer.get(clientGroup(client)) ?? 0);
+    return this.inLine.count(client);
   }
 
   /**
@@ -118,15 +145,14 @@ export class LoginGuard extends EventEmitter<{ login: [LoginEvent] }> implements
   ): Promise<LoginOutcome> {
     signal?.throwIfAborted();
     const group = clientGroup(client);
-    const held = this.pendingPer.get(group) ?? 0;
+    const held = this.inLine.inGroup(group);
     if (held >= this.maxPendingPerClient) {
       return { ok: false, refused: `too many login attempts in line from ${group} (${held}); not checked` };
     }
-    if (this.pendingAll >= this.maxPending) {
-      return { ok: false, refused: `too many login attempts in line (${this.pendingAll}); not checked` };
+    if (this.inLine.all >= this.maxPending) {
+      return { ok: false, refused: `too many login attempts in line (${this.inLine.all}); not checked` };
     }
-    this.pendingPer.set(group, held + 1);
-    this.pendingAll++;
+    this.inLine.add(group);
     const releases: (() => void)[] = [];
     try {
       releases.push(await this.lines.enter(`${group}\0${user}`, signal));
@@ -144,10 +170,7 @@ export class LoginGuard extends EventEmitter<{ login: [LoginEvent] }> implements
       return { ok: false };
     } finally {
       for (const release of releases.reverse()) release();
-      const left = (this.pendingPer.get(group) ?? 1) - 1;
-      if (left > 0) this.pendingPer.set(group, left);
-      else this.pendingPer.delete(group);
-      this.pendingAll--;
+      this.inLine.remove(group);
     }
   }
 

@@ -1,6 +1,6 @@
 import { EventEmitter } from "node:events";
 import type { LoginEvent, LoginOutcome, LoginThrottle } from "../auth/login-guard.js";
-import { clientGroup } from "../auth/login-guard.js";
+import { clientGroup, PendingLogins } from "../auth/login-guard.js";
 import type { Claim, LimitStore, Taken } from "../server/limit-store.js";
 import { TokenBucket } from "../server/limits.js";
 import type { ToPrimary, ToWorker } from "./messages.js";
@@ -238,15 +238,14 @@ class SharedBucket extends TokenBucket {
  */
 class RemoteLoginGuard extends EventEmitter<{ login: [LoginEvent] }> implements LoginThrottle {
   private readonly checks = new Map<number, () => Promise<boolean>>();
-  private readonly pendingPer = new Map<string, number>();
-  private pendingAll = 0;
+  private readonly inLine = new PendingLogins();
 
   constructor(private readonly store: WorkerLimitStore) {
     super();
   }
 
   pending(client?: string): number {
-    return client === undefined ? this.pendingAll : (this.pendingPer.get(clientGroup(client)) ?? 0);
+    return this.inLine.count(client);
   }
 
   async attempt(
@@ -260,8 +259,7 @@ class RemoteLoginGuard extends EventEmitter<{ login: [LoginEvent] }> implements 
     const id = this.store.newId();
     const group = clientGroup(client);
     this.checks.set(id, check);
-    this.pendingPer.set(group, (this.pendingPer.get(group) ?? 0) + 1);
-    this.pendingAll++;
+    this.inLine.add(group);
     // The primary takes it out of line; a check under way runs to the end, as in one process.
     const onAbort = () => this.store.send({ ferry: "cancel", id });
     signal?.addEventListener("abort", onAbort, { once: true });
@@ -274,10 +272,7 @@ class RemoteLoginGuard extends EventEmitter<{ login: [LoginEvent] }> implements 
     } finally {
       signal?.removeEventListener("abort", onAbort);
       this.checks.delete(id);
-      const left = (this.pendingPer.get(group) ?? 1) - 1;
-      if (left > 0) this.pendingPer.set(group, left);
-      else this.pendingPer.delete(group);
-      this.pendingAll--;
+      this.inLine.remove(group);
     }
   }
 

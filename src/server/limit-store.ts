@@ -81,7 +81,8 @@ export class LocalLimitStore implements LimitStore {
   }
 }
 
-/** The keys the server's own session limits are counted under. */
+/** The keys the session limits are counted under in the store. */
 export const SESSIONS_KEY = "sessions";
 export const clientKey = (client: string): string => `client\0${client}`;
+export const userKey = (user: string): string => `user\0${user}`;
 export const associationsKey = (client: string): string => `udp\0${client}`;

@@ -1,7 +1,7 @@
 import type { Config } from "../config/schema.js";
 import { formatRate } from "../config/units.js";
 import type { Decision, RequestQuery } from "../policy/policy.js";
-import type { Claim, LimitStore, Taken } from "./limit-store.js";
+import { type Claim, type LimitStore, type Taken, userKey } from "./limit-store.js";
 
 /**
  * A token bucket that may go into debt: a chunk already read is always passed on whole (no
@@ -99,11 +99,11 @@ export class Limits {
     const refusals: Refusal[] = [];
     if (user !== undefined) {
       // Counted even with no cap, so that a reload which sets one counts the sessions running.
-      claims.push({ key: `user\0${user}`, limit: config.limits.sessionsPerUser ?? Number.POSITIVE_INFINITY });
+      claims.push({ key: userKey(user), limit: config.limits.sessionsPerUser ?? Number.POSITIVE_INFINITY });
       refusals.push((n) => `user ${user} already has ${n} sessions (limits.sessionsPerUser)`);
     }
     if (caps?.sessions !== undefined) {
-      claims.push({ key: `rule\0${this.generations.get(config) ?? 0}\0${caps.key}`, limit: caps.sessions });
+      claims.push({ key: this.ruleKey(config, caps.key), limit: caps.sessions });
       refusals.push((n) => `rule ${decision.rule} already admits ${n} sessions (its sessions cap)`);
     }
     const throttle = this.throttle(config, user, caps);
@@ -126,7 +126,7 @@ export class Limits {
     if (user !== undefined && rate !== undefined) {
       let b = this.userBuckets.get(user);
       if (!b || b.rate !== rate) {
-        b = this.pair(`user\0${user}`, rate);
+        b = this.pair(userKey(user), rate);
         this.userBuckets.set(user, b);
       }
       up.push(b.up);
@@ -140,13 +140,18 @@ export class Limits {
       }
       let b = rules.get(caps.key);
       if (!b) {
-        b = this.pair(`rule\0${this.generations.get(config) ?? 0}\0${caps.key}`, caps.bandwidth);
+        b = this.pair(this.ruleKey(config, caps.key), caps.bandwidth);
         rules.set(caps.key, b);
       }
       up.push(b.up);
       down.push(b.down);
     }
     return up.length > 0 ? { up, down } : undefined;
+  }
+
+  /** A rule's key in the store: its configuration's generation, so a reload starts it afresh. */
+  private ruleKey(config: Config, rule: string): string {
+    return `rule\0${this.generations.get(config) ?? 0}\0${rule}`;
   }
 
   private pair(key: string, rate: number): Pair {

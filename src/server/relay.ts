@@ -224,8 +224,8 @@ function pass(flow: Flow, chunk: Buffer): void {
 
 /**
  * A flow moving bulk data (a large read, after a few hundred KiB) stops taking a fresh buffer
- * from Node per read and reads into one of ours (see src/io/read-into.ts). Small and idle
- * flows never do, so an idle connection holds no 64 KiB buffer. Only between plain TCP sockets:
+ * from Node per read and reads into two of ours in turn (see src/io/read-into.ts). Small and
+ * idle flows never do, so an idle connection holds no read buffer of ours. Only between plain TCP sockets:
  * the flushing rule relies on a socket's writableLength counting every byte not yet written.
  */
 const BULK_READ = 16 * 1024;
