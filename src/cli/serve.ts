@@ -5,14 +5,12 @@ import { workerLink } from "../cluster/worker-link.js";
 import { ConfigError, loadConfig } from "../config/load.js";
 import type { FileConfig } from "../config/schema.js";
 import { createLogger } from "../observe/logger.js";
-import { logPolicy } from "../observe/policy-log.js";
-import { logSessions } from "../observe/session-log.js";
 import { formatAddress } from "../protocol/address.js";
-import { buildContext } from "../server/build-context.js";
 import { startControl } from "../server/control.js";
+import { assembleServer } from "../server/embed.js";
 import { fdShortfall, fdsNeeded, readFdLimit } from "../server/fd-budget.js";
-import { Reloader } from "../server/reload.js";
-import { FerryServer, ListenError } from "../server/server.js";
+import type { Reloader } from "../server/reload.js";
+import { type FerryServer, ListenError } from "../server/server.js";
 import { ServerState } from "../server/state.js";
 import { gssapiStatus } from "./doctor.js";
 import { EXIT_GRACE_MS, stopper } from "./stop-signals.js";
@@ -96,12 +94,9 @@ export async function serve(flags: ServeFlags): Promise<number> {
       state.generation = link.generation;
       state.limits.adopt(config, link.generation);
     }
-    const context = await buildContext(config, state);
     drainMs = config.timeouts.drain;
-    server = new FerryServer(context);
-    logSessions(server, log);
-    logPolicy(state, log);
-    reloader = new Reloader(server, load, state);
+    const assembled = await assembleServer(config, state, load, log);
+    ({ server, reloader } = assembled);
     const listening = await server.listen();
     if (link) {
       // The primary says when every worker listens, and runs the control socket.
@@ -114,7 +109,7 @@ export async function serve(flags: ServeFlags): Promise<number> {
     const fdWarning = fdShortfall(config);
     if (fdWarning) log.warn({ fdLimit: readFdLimit(), fdsNeeded: fdsNeeded(config) }, fdWarning);
     log.info(
-      { listen: where, auth: context.methods.map((m) => m.name) },
+      { listen: where, auth: assembled.context.methods.map((m) => m.name) },
       `ferry listening on ${where.join(", ")}`,
     );
     const gssapi = gssapiStatus();

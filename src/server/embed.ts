@@ -4,6 +4,7 @@ import type { Logger } from "../observe/logger.js";
 import { logPolicy } from "../observe/policy-log.js";
 import { logSessions } from "../observe/session-log.js";
 import { buildContext } from "./build-context.js";
+import type { ServerContext } from "./context.js";
 import { Reloader, type ReloadResult } from "./reload.js";
 import { FerryServer, type ListeningAddress } from "./server.js";
 import { ServerState } from "./state.js";
@@ -38,6 +39,26 @@ export interface FerryHandle {
 }
 
 /**
+ * A server built from `config`, its session and policy lines going to `log`, and the reloader
+ * that re-reads `load`: the pieces `ferry serve` and startServer put together alike. Not yet
+ * listening.
+ */
+export async function assembleServer(
+  config: Config,
+  state: ServerState,
+  load: () => Promise<Config>,
+  log?: Logger,
+): Promise<{ server: FerryServer; reloader: Reloader; context: ServerContext }> {
+  const context = await buildContext(config, state);
+  const server = new FerryServer(context);
+  if (log) {
+    logSessions(server, log);
+    logPolicy(state, log);
+  }
+  return { server, reloader: new Reloader(server, load, state), context };
+}
+
+/**
  * Starts a Ferry server in this process from the same pieces `ferry serve` uses (configuration
  * loading and checks, context, listeners, reload); it installs no signal handlers. Rejects with a
  * ConfigError for a bad configuration and a ListenError for an address that cannot be opened.
@@ -54,13 +75,7 @@ export async function startServer(options: StartServerOptions = {}): Promise<Fer
     current = next;
     return next;
   };
-  const state = new ServerState();
-  const server = new FerryServer(await buildContext(current, state));
-  if (options.logger) {
-    logSessions(server, options.logger);
-    logPolicy(state, options.logger);
-  }
-  const reloader = new Reloader(server, load, state);
+  const { server, reloader } = await assembleServer(current, new ServerState(), load, options.logger);
   const addresses = await server.listen();
   return {
     addresses,
