@@ -5,7 +5,7 @@ import { Duplex } from "node:stream";
 import { test } from "node:test";
 import { TokenBucket } from "../../src/server/limits.js";
 import { cutRelay, relay } from "../../src/server/relay.js";
-import { waitFor } from "../helpers/net.js";
+import { waitFor, within } from "../helpers/net.js";
 
 /** Two connected loopback sockets. */
 async function socketPair(): Promise<[net.Socket, net.Socket, () => void]> {
@@ -62,13 +62,7 @@ test("a client closed after its half-close, while the target's data waits on a b
     await new Promise((resolve) => targetFar.once("end", resolve));
     // What the server does at the drain deadline (or a reset the client sent would do).
     client.destroy();
-    let timer: NodeJS.Timeout | undefined;
-    const ended = await Promise.race([
-      result,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error("the relay never ended")), 5000);
-      }),
-    ]).finally(() => clearTimeout(timer));
+    const ended = await within(result, 5000, "the relay's end");
     assert.equal(ended.reason, "client closed before the target finished sending to it");
     assert.ok(target.destroyed, "the paused target side is closed too");
   } finally {
@@ -116,13 +110,7 @@ test("a relay cut just after it passed the client's FIN on to the target still e
       cut = cutRelay(client, "cut at shutdown");
     });
     clientFar.end();
-    let timer: NodeJS.Timeout | undefined;
-    const ended = await Promise.race([
-      result,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error("the relay never ended")), 5000);
-      }),
-    ]).finally(() => clearTimeout(timer));
+    const ended = await within(result, 5000, "the relay's end");
     assert.equal(cut, true);
     assert.equal(ended.reason, "cut at shutdown");
   } finally {
