@@ -20,8 +20,6 @@ export interface GssProtector {
   wrapFrames(data: Buffer | Buffer[]): Promise<Buffer>;
   /** Unwraps whole data messages in place, in the thread pool; resolves with each plaintext. */
   unwrapFrames(frames: Buffer): Promise<Buffer[]>;
-  /** Unwraps one stream token: in order, at the agreed level. */
-  unwrap(token: Buffer): Buffer;
   /** Unwraps a datagram token: loss and reordering are tolerated, replays are not. */
   unwrapDatagram(token: Buffer): Buffer;
   dispose(): void;
@@ -72,7 +70,6 @@ export function gssProtector(ctx: GssContext, level: "integrity" | "confidential
         out.push(frames.subarray(spans[i]!, spans[i]! + spans[i + 1]!));
       return out;
     },
-    unwrap: (token) => check(ctx.unwrap(token)),
     unwrapDatagram: (token) => check(ctx.unwrap(token, false)),
     dispose: () => ctx.dispose(),
   };
