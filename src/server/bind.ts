@@ -133,8 +133,7 @@ async function relayPeer(
     leftover,
     idleTimeoutMs: ctx.config.timeouts.idle,
     ...(hs.throttle && { throttle: hs.throttle }),
+    tally: record,
   });
-  record.bytesUp += result.bytesUp;
-  record.bytesDown += result.bytesDown;
   if (result.reason !== "completed") record.reason = result.reason.replace("target", "peer");
 }

@@ -58,9 +58,8 @@ export async function connectCommand(
       clientEnded,
       idleTimeoutMs: ctx.config.timeouts.idle,
       ...(hs.throttle && { throttle: hs.throttle }),
+      tally: record,
     });
-    record.bytesUp += result.bytesUp;
-    record.bytesDown += result.bytesDown;
     if (result.reason !== "completed") record.reason = result.reason;
   } finally {
     lease.release();

@@ -14,6 +14,17 @@ export interface RelayOptions {
   idleTimeoutMs?: number;
   /** Bandwidth limits; when absent the relay runs its plain path with no per-chunk accounting. */
   throttle?: Throttle;
+  /**
+   * Counted into as bytes pass, so that what the session has moved can be read while it runs
+   * (the admin page, metrics, quotas); the result carries the relay's own totals as well.
+   */
+  tally?: Tally;
+}
+
+/** Bytes moved each way, kept up to date while a relay runs. */
+export interface Tally {
+  bytesUp: number;
+  bytesDown: number;
 }
 
 export interface RelayResult {
@@ -68,8 +79,13 @@ class Flow {
     readonly src: RelayedStream,
     readonly dst: Duplex,
     readonly buckets: TokenBucket[] | undefined,
+    readonly tally: Tally,
+    readonly tallyKey: keyof Tally,
   ) {}
 }
+
+/** Where a relay started without a tally counts: shared, written and never read. */
+const DISCARDED: Tally = { bytesUp: 0, bytesDown: 0 };
 
 class Relay {
   readonly up: Flow;
@@ -88,8 +104,9 @@ class Relay {
     options: RelayOptions,
     readonly resolve: (result: RelayResult) => void,
   ) {
-    this.up = new Flow(this, "client", client, target, options.throttle?.up);
-    this.down = new Flow(this, "target", target, client, options.throttle?.down);
+    const tally = options.tally ?? DISCARDED;
+    this.up = new Flow(this, "client", client, target, options.throttle?.up, tally, "bytesUp");
+    this.down = new Flow(this, "target", target, client, options.throttle?.down, tally, "bytesDown");
     this.up.reverse = this.down;
     this.down.reverse = this.up;
     this.idleMs = options.idleTimeoutMs ?? 0;
@@ -113,6 +130,7 @@ class Relay {
     const { leftover } = options;
     if (leftover && leftover.length > 0) {
       this.up.bytes += leftover.length;
+      this.up.tally.bytesUp += leftover.length;
       for (const b of this.up.buckets ?? []) b.take(leftover.length);
       this.target.write(leftover);
     }
@@ -191,6 +209,7 @@ function onOwnRead(this: net.Socket, n: number, buffer: Buffer): void {
 
 function pass(flow: Flow, chunk: Buffer): void {
   flow.bytes += chunk.length;
+  flow.tally[flow.tallyKey] += chunk.length;
   const { relay, src, dst } = flow;
   if (relay.idleMs > 0) relay.lastActivity = Date.now();
   if (flow.buffers) {

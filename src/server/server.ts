@@ -34,6 +34,9 @@ export interface FdExhausted {
 }
 
 export interface FerryServerEvents {
+  /** The request has been read and a session slot taken: the record knows its command and target. */
+  established: [SessionRecord];
+  /** The session has ended (every connection, established or not): the record is complete. */
   session: [SessionRecord];
   refused: [RefusedConnection];
   fdExhausted: [FdExhausted];
@@ -66,8 +69,8 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
   private readonly configured = new Map<net.Server, string>();
   /** Where each listening server is bound, kept while a paused one has no address. */
   private readonly bound = new Map<net.Server, ListeningAddress>();
-  /** Every client connection, in the handshake or established. */
-  private readonly sockets = new Set<net.Socket>();
+  /** Every client connection, in the handshake or established, and what it has done so far. */
+  private readonly sockets = new Map<net.Socket, SessionRecord>();
   private readonly handshakes = new HandshakeBudget();
   /** Client connections that fit in the open-files limit; set when listening. */
   private fdCapacity = Number.POSITIVE_INFINITY;
@@ -90,6 +93,28 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
   /** Client connections open, in the handshake or established. */
   get activeSessions(): number {
     return this.sockets.size;
+  }
+
+  /**
+   * The sessions running now, their records as they stand (bytes are counted while data moves).
+   * A record is not to be changed by the caller.
+   */
+  sessions(): IterableIterator<SessionRecord> {
+    return this.sockets.values();
+  }
+
+  /**
+   * Ends the running session `id` at once, resetting both sides, with `reason` in its record.
+   * Returns false when no session of that id is running.
+   */
+  endSession(id: number, reason: string): boolean {
+    for (const [socket, record] of this.sockets) {
+      if (record.id !== id) continue;
+      record.reason = reason;
+      cutSession(socket, reason);
+      return true;
+    }
+    return false;
   }
 
   /** Connections still in the handshake (limits.handshakes). */
@@ -301,7 +326,6 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
     if (store.full(claims[0]!)) return refuse(sessionRefusal(claims, 0));
     if (store.full(claims[1]!)) return refuse(sessionRefusal(claims, 1));
 
-    this.sockets.add(socket);
     const record: SessionRecord = {
       id: this.nextId++,
       client,
@@ -311,6 +335,7 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
       startedAt: Date.now(),
       durationMs: 0,
     };
+    this.sockets.set(socket, record);
     // With workers, each takes its share of the handshake budget (it protects this process).
     const budget = Math.max(1, Math.floor(handshakes / ctx.state.workers));
     const handshake = this.handshakes.admit(client, budget, ctx.config.timeouts.handshake, (reason) => {
@@ -327,7 +352,10 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
           if ("refused" in t) return sessionRefusal(claims, t.refused);
           // The connection may have closed while a shared store was asked.
           if (ended) t.release();
-          else releaseSession = t.release;
+          else {
+            releaseSession = t.release;
+            this.emit("established", record);
+          }
           return undefined;
         };
         return taken instanceof Promise ? taken.then(settle) : settle(taken);
@@ -383,17 +411,19 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
     }
     const reason =
       drainMs > 0 ? `cut at shutdown: still open after the ${drainMs} ms drain` : "cut at shutdown";
-    for (const s of this.sockets) {
-      // Through the relay first: it resets the target side too, even when this socket has
-      // already closed and only the target (paused, or not reading) keeps the session open.
-      cutRelay(s, reason);
-      // With an error, which a stream over this socket (GSSAPI's) passes on even after the
-      // client's FIN, so its relay fails too; the session's own listener takes it.
-      s.destroy(new Error(reason));
-    }
+    for (const s of this.sockets.keys()) cutSession(s, reason);
     while (this.sockets.size > 0) await new Promise((r) => setTimeout(r, 5));
     await stopped;
   }
+}
+
+function cutSession(socket: net.Socket, reason: string): void {
+  // Through the relay first: it resets the target side too, even when this socket has already
+  // closed and only the target (paused, or not reading) keeps the session open.
+  cutRelay(socket, reason);
+  // With an error, which a stream over this socket (GSSAPI's) passes on even after the client's
+  // FIN, so its relay fails too; the session's own listener takes it.
+  socket.destroy(new Error(reason));
 }
 
 /** Why the claim at `index` (sessions in total, or this client's) refuses a session. */
