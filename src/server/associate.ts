@@ -251,6 +251,7 @@ class UdpAssociation implements DatagramEvents {
     if (this.hs.throttle && !TokenBucket.admit(this.hs.throttle.up, d.data.length)) {
       return this.drop("over bandwidth");
     }
+    if (this.overQuota(d.data.length)) return;
     this.queued++;
     try {
       const dropped = await this.router!.send(d.address, d.data);
@@ -265,6 +266,16 @@ class UdpAssociation implements DatagramEvents {
     }
   }
 
+  /** Counts a datagram into the user's quota; the one that would go over ends the association. */
+  private overQuota(n: number): boolean {
+    const over = this.hs.meter?.count(n);
+    if (!over) return false;
+    this.drop("over quota");
+    this.record.reason = over;
+    this.end();
+    return true;
+  }
+
   reply(from: SocksAddress, data: Buffer): void {
     if (this.closed) return;
     const clientIp = this.source.ip;
@@ -273,6 +284,7 @@ class UdpAssociation implements DatagramEvents {
     if (this.hs.throttle && !TokenBucket.admit(this.hs.throttle.down, data.length)) {
       return this.drop("over bandwidth");
     }
+    if (this.overQuota(data.length)) return;
     let packet: Buffer = Buffer.concat([encodeUdpHeader(from), data]);
     if (this.protector) {
       try {
