@@ -152,9 +152,14 @@ export class Quotas extends EventEmitter<{ exhausted: [QuotaStatus]; warning: [s
     }
   }
 
-  /** Sends everything counted here to the store (at shutdown). */
+  /** Sends everything counted here to the store and waits for every answer (at shutdown). */
   async flush(): Promise<void> {
-    await Promise.all([...this.meters.values()].map((m) => m.send(false)));
+    await Promise.all(
+      [...this.meters.values()].map((m) => {
+        m.send(false);
+        return m.answered;
+      }),
+    );
   }
 
   /** At shutdown: every count sent, the state file written. */
@@ -226,6 +231,8 @@ class UserMeter implements Meter {
   batch = 0;
   sessions = 0;
   idleSince = 0;
+  /** The last send's answer (a shared store answers in order): when everything sent is in. */
+  answered: Promise<void> | undefined;
   /** The period whose exhaustion was announced (once per period). */
   private announced: string | undefined;
 
@@ -288,6 +295,8 @@ class UserMeter implements Meter {
   }
 
   release(): void {
+    // What the session counted last goes to the store now, not at the next tick.
+    void this.send(false);
     if (--this.sessions === 0) this.idleSince = this.quotas.now();
   }
 
@@ -312,10 +321,11 @@ class UserMeter implements Meter {
       this.heard(key, n, total);
       return undefined;
     }
-    return total.then(
+    this.answered = total.then(
       (t) => this.heard(key, n, t),
       () => this.unsent(key, n),
     );
+    return this.answered;
   }
 
   private heard(key: string, n: number, total: number): void {
