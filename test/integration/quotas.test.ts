@@ -6,11 +6,22 @@ import net from "node:net";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { READ_BUFFER_SIZE } from "../../src/io/read-buffers.js";
+import { addressOf, type SocksAddress } from "../../src/protocol/address.js";
+import {
+  encodeGreeting,
+  encodeRequest,
+  parseMethodSelection,
+  parseReply,
+  type Socks5Reply,
+} from "../../src/protocol/socks5.js";
+import { encodeUdpDatagram } from "../../src/protocol/udp.js";
+import { encodeUserPassRequest, parseUserPassReply } from "../../src/protocol/userpass.js";
 import { type FerryProcess, type SessionLine, spawnFerry } from "../helpers/ferry-process.js";
 import { startEchoServer, waitFor } from "../helpers/net.js";
 import { childPid } from "../helpers/proc.js";
 import { tempDir } from "../helpers/process.js";
-import { socks5Connect } from "../helpers/socks.js";
+import { socks5Connect, TestClient } from "../helpers/socks.js";
+import { sendTo, startUdpEcho, udpClient } from "../helpers/udp.js";
 
 /**
  * Transfer quotas (docs/quotas.md) through real `ferry serve` processes: refusal with its reply
@@ -236,6 +247,55 @@ describe("quotas: one process", () => {
       const refused = await refusedSession(ferry);
       assert.equal(refused.reply, 2);
     } finally {
+      await ferry.stop();
+      await dir.remove();
+    }
+  });
+});
+
+/** UDP ASSOCIATE as alice: the control connection and the reply naming the relay. */
+async function udpAssociate(
+  port: number,
+  from: SocksAddress,
+): Promise<{ client: TestClient; reply: Socks5Reply }> {
+  const client = await TestClient.connect(port);
+  client.write(encodeGreeting({ methods: [2] }));
+  assert.equal(await client.read(parseMethodSelection), 2, "username/password chosen");
+  client.write(encodeUserPassRequest({ username: ALICE.name, password: ALICE.password }));
+  assert.ok((await client.read(parseUserPassReply, 30_000)).ok, "logged in");
+  client.write(encodeRequest({ command: "udp", address: from }));
+  return { client, reply: await client.read(parseReply, 15_000, "the UDP ASSOCIATE reply") };
+}
+
+describe("quotas: UDP", () => {
+  test("a UDP association ends on the datagram that would take its user over the quota", async () => {
+    const dir = await tempDir("ferry-quota-");
+    const file = join(dir.path, "ferry.json");
+    await writeConfig(file, "64KiB/day");
+    const ferry = await spawnFerry({ args: ["--config", file], users: [ALICE] });
+    const udpEcho = await startUdpEcho();
+    const client = await udpClient();
+    try {
+      const skip = ferry.sessions().length;
+      const { client: control, reply } = await udpAssociate(ferry.port, addressOf("127.0.0.1", client.port));
+      assert.equal(reply.reply, 0, "association granted");
+      const datagram = encodeUdpDatagram({ frag: 0, address: target(udpEcho.port), data: randomBytes(1000) });
+      let echoed = 0;
+      // 1000 bytes each way a round: the quota lasts 32 rounds.
+      for (let i = 0; i < 100 && !control.closed && !control.ended; i++) {
+        await sendTo(client.socket, datagram, reply.address.port, reply.address.host);
+        if (await client.next(2000)) echoed++;
+        else break;
+      }
+      await control.waitClosed(5000);
+      const line = await ferry.waitForSession((s) => s.user === ALICE.name, { skip });
+      assert.match(line.reason ?? "", /user alice has used up the transfer quota \(64KiB\/day\)/);
+      assert.deepEqual(line.datagramsDropped, { "over quota": 1 });
+      assert.ok(moved(line) <= 64 * KiB && moved(line) > 64 * KiB - 2000, `${moved(line)} bytes relayed`);
+      assert.equal(echoed, 32, "every datagram under the quota came back");
+    } finally {
+      client.close();
+      await udpEcho.close();
       await ferry.stop();
       await dir.remove();
     }

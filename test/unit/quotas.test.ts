@@ -6,7 +6,8 @@ import { describe, test } from "node:test";
 import type { ToPrimary, ToWorker } from "../../src/cluster/messages.js";
 import { answerQuota } from "../../src/cluster/quota-host.js";
 import { WorkerQuotaStore } from "../../src/cluster/worker-quota-store.js";
-import { validateConfig } from "../../src/config/load.js";
+import { loadConfig, validateConfig } from "../../src/config/load.js";
+import { quotaStateFile } from "../../src/config/quota-schema.js";
 import type { Config } from "../../src/config/schema.js";
 import { parseQuota } from "../../src/config/units.js";
 import { QuotaStateFile } from "../../src/server/quota-file.js";
@@ -321,4 +322,36 @@ describe("the state file", () => {
       await dir.remove();
     }
   });
+});
+
+test("the example in docs/quotas.md loads as documented", async () => {
+  const doc = await readFile("docs/quotas.md", "utf8");
+  const yaml = /```yaml\n([\s\S]*?)```/.exec(doc)?.[1];
+  assert.ok(yaml, "docs/quotas.md has a yaml example");
+  const dir = await tempDir("ferry-quota-doc-");
+  try {
+    const file = join(dir.path, "ferry.yaml");
+    await writeFile(file, yaml);
+    const config = await loadConfig({ file });
+    const quota = config.limits.quota!;
+    assert.deepEqual(quota.perUser, { bytes: MiB, period: "day" });
+    assert.deepEqual(quota.users, { backup: { bytes: 500 * 1024 ** 3, period: "month" }, admin: "none" });
+    assert.equal(quota.stateFile, join(dir.path, "quota.json"), "relative to the configuration file");
+  } finally {
+    await dir.remove();
+  }
+});
+
+test("without stateFile: $STATE_DIRECTORY, else next to the configuration file", async () => {
+  const saved = process.env.STATE_DIRECTORY;
+  try {
+    delete process.env.STATE_DIRECTORY;
+    const quota = { perUser: parseQuota("1MiB/day"), users: {} };
+    assert.equal(quotaStateFile(quota, "/etc/ferry/ferry.yaml"), "/etc/ferry/ferry-quota.json");
+    process.env.STATE_DIRECTORY = "/var/lib/ferry";
+    assert.equal(quotaStateFile(quota, "/etc/ferry/ferry.yaml"), "/var/lib/ferry/ferry-quota.json");
+  } finally {
+    if (saved === undefined) delete process.env.STATE_DIRECTORY;
+    else process.env.STATE_DIRECTORY = saved;
+  }
 });
