@@ -260,7 +260,9 @@ class UserMeter implements Meter {
       if (this.sessions > 0) void this.send(true);
     }
     this.rebatch();
-    if (this.used() > this.limit) this.exhaust();
+    // Raised above the count: going over again is news again.
+    if (this.used() <= this.limit) this.announced = undefined;
+    else this.exhaust();
   }
 
   /** At a period's end the count starts from zero under the new period's key. */

@@ -128,7 +128,12 @@ async function download(ferry: FerryProcess): Promise<{ line: SessionLine; recei
     assert.equal(reply.reply, 0, "CONNECT succeeds");
     const { data, ended } = await client.readToEnd(30_000);
     assert.ok(ended, "the download ended");
-    const line = await ferry.waitForSession((s) => s.user === ALICE.name, { skip });
+    const line = await ferry.waitForSession(
+      (s) => s.user === ALICE.name && s.target === `127.0.0.1:${source.port}`,
+      {
+        skip,
+      },
+    );
     return { line, received: data.length };
   } finally {
     client.destroy();
@@ -173,6 +178,12 @@ describe("quotas: one process", () => {
       assert.equal(first.reason, undefined, "the first session is not cut");
       assert.equal(moved(first), 512 * KiB);
 
+      // An idle session of alice's, open while another of hers uses the quota up.
+      const idle = await socks5Connect(ferry.port, target(echo.port), {
+        user: ALICE.name,
+        password: ALICE.password,
+      });
+      assert.equal(idle.reply.reply, 0);
       const { line, received } = await download(ferry);
       assert.ok(received < SOURCE_BYTES, `cut short: ${received} bytes received`);
       assert.match(line.reason ?? "", /user alice has used up the transfer quota/);
@@ -181,6 +192,15 @@ describe("quotas: one process", () => {
         () => ferry.logs().some((l) => l.msg.startsWith("user alice has used up the transfer quota")),
         5000,
         "the quota's warning line",
+      );
+      await idle.client.waitClosed(5000);
+      const idleLine = await ferry.waitForSession(
+        (s) => s.user === ALICE.name && s.target === `127.0.0.1:${echo.port}` && moved(s) === 0,
+      );
+      assert.match(
+        idleLine.reason ?? "",
+        /user alice has used up the transfer quota; it resets at/,
+        "the idle one is cut too",
       );
       const warn = ferry.logs().find((l) => l.msg.startsWith("user alice has used up the transfer quota"))!;
       assert.match(warn.msg, new RegExp(`sessions refused and cut until ${nextMidnight()}`));

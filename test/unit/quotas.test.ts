@@ -156,14 +156,17 @@ describe("one process: counting, refusal, cut, rollover, reload", () => {
     assert.ok(isLease(quotas.admit("alice") as QuotaAdmission), "admitted on the first");
   });
 
-  test("a reload's new limit applies to the running count", () => {
+  test("a reload's new limit applies to the running count", async () => {
     const c = clock("2026-12-02T10:00:00Z");
     const quotas = new Quotas(new LocalQuotaStore(), { now: c.now });
     quotas.adopt(withQuota({ perUser: "4MiB/day" }));
     const a = quotas.admit("alice") as QuotaLease;
     assert.deepEqual(pour(a, 2 * MiB), { counted: 2 * MiB });
-    // Lowered below what was used: the running session is cut at its next chunk, a new one refused.
+    // Lowered below what was used: the running sessions are cut (the server does so on
+    // `exhausted`), at the latest at their next chunk; a new one is refused.
+    const exhausted = once(quotas, "exhausted");
     quotas.adopt(withQuota({ perUser: "1MiB/day" }));
+    await exhausted;
     assert.ok(a.meter.count(1), "cut at the next byte");
     assert.ok("refused" in (quotas.admit("alice") as object));
     // Raised again: the same count, now under the limit.
