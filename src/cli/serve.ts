@@ -9,6 +9,7 @@ import { formatAddress } from "../protocol/address.js";
 import { startControl } from "../server/control.js";
 import { assembleServer } from "../server/embed.js";
 import { fdShortfall, fdsNeeded, readFdLimit } from "../server/fd-budget.js";
+import { Quotas } from "../server/quotas.js";
 import type { Reloader } from "../server/reload.js";
 import { type FerryServer, ListenError } from "../server/server.js";
 import { ServerState } from "../server/state.js";
@@ -53,6 +54,7 @@ export async function serve(flags: ServeFlags): Promise<number> {
   let server: FerryServer;
   let drainMs: number;
   let reloader: Reloader;
+  let state: ServerState;
   let control: { close(): Promise<void> } | undefined;
   try {
     const overrides: Partial<FileConfig> = {
@@ -89,7 +91,10 @@ export async function serve(flags: ServeFlags): Promise<number> {
         control: flags.control ?? config.control,
       });
     }
-    const state = new ServerState(link?.store, workers);
+    // A worker's quota counts go to its primary, which keeps the state file (docs/quotas.md).
+    state = link
+      ? new ServerState(link.store, workers, new Quotas(link.quotaStore, { shared: true, shares: workers }))
+      : new ServerState();
     if (link) {
       state.generation = link.generation;
       state.limits.adopt(config, link.generation);
@@ -155,7 +160,11 @@ export async function serve(flags: ServeFlags): Promise<number> {
           );
           process.off("SIGHUP", onHup);
           void control?.close();
-          void server.close(drainMs).then(() => {
+          void server.close(drainMs).then(async () => {
+            // Every count sent to the primary, or written to the quota state file.
+            await state.quotas
+              .close()
+              .catch((err: Error) => log.error(`quota counts not saved: ${err.message}`));
             log.info("stopped");
             log.flush?.();
             // A worker's channel to the primary would keep it alive.

@@ -21,7 +21,10 @@ export type ToPrimary =
   | { ferry: "login"; id: number; client: string; user: string; method: string }
   | { ferry: "checked"; id: number; ok: boolean }
   | { ferry: "cancel"; id: number }
-  | { ferry: "reloaded"; id: number; ok: boolean; message: string };
+  | { ferry: "reloaded"; id: number; ok: boolean; message: string }
+  /** Quota usage (src/cluster/worker-quota-store.ts): add `bytes` (0: read); every user's totals in `period`. */
+  | { ferry: "quotaAdd"; id: number; user: string; period: string; bytes: number }
+  | { ferry: "quotaUsage"; id: number; period: string };
 
 export type ToWorker =
   | { ferry: "grant"; id: number; n: number }
@@ -32,6 +35,9 @@ export type ToWorker =
   | { ferry: "check"; id: number }
   | { ferry: "login"; id: number; outcome?: LoginOutcome; event?: LoginEvent; error?: string }
   | { ferry: "reload"; id: number; generation: number }
+  /** Answers to quotaAdd (the total after adding) and quotaUsage (user → bytes). */
+  | { ferry: "quotaTotal"; id: number; total: number }
+  | { ferry: "quotaUsage"; id: number; usage: Record<string, number> }
   /** Stop accepting and drain (`now`: cut every session at once). */
   | { ferry: "stop"; now: boolean };
 

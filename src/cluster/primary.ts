@@ -5,6 +5,8 @@ import type { Logger } from "../observe/logger.js";
 import { formatAddress } from "../protocol/address.js";
 import { startControl } from "../server/control.js";
 import { fdShortfall, fdsNeeded, readFdLimit } from "../server/fd-budget.js";
+import { LocalQuotaStore } from "../server/quota-store.js";
+import { Quotas } from "../server/quotas.js";
 import type { ReloadResult } from "../server/reload.js";
 import type { ListeningAddress } from "../server/server.js";
 import { LimitHost } from "./limit-host.js";
@@ -16,6 +18,7 @@ import {
   WORKER_COUNT_ENV,
   WORKER_INDEX_ENV,
 } from "./messages.js";
+import { answerQuota } from "./quota-host.js";
 
 export interface PrimaryOptions {
   load: () => Promise<Config>;
@@ -63,6 +66,18 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
   const early = (): void => {};
   process.on("SIGHUP", early);
   const host = new LimitHost();
+  // The workers' quota counts are kept here, and in the state file (docs/quotas.md).
+  const quotaStore = new LocalQuotaStore();
+  const quotas = new Quotas(quotaStore, { persist: true });
+  quotas.on("warning", (m) => log.warn(m));
+  try {
+    await quotas.prepare(options.config);
+  } catch (err) {
+    process.off("SIGHUP", early);
+    process.stderr.write(`ferry: ${(err as Error).message}\n`);
+    return 1;
+  }
+  quotas.adopt(options.config);
   const slots: Slot[] = Array.from({ length: workers }, (_, i) => ({
     index: i + 1,
     ready: false,
@@ -124,7 +139,9 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
         replies.get(msg.id)?.(msg);
         return;
       }
-      host.receive(worker.id, msg);
+      const quotaAnswer = answerQuota(quotaStore, msg);
+      if (quotaAnswer) sendTo(worker, quotaAnswer);
+      else host.receive(worker.id, msg);
     });
     worker.on("error", () => {});
     worker.on("exit", (code, signal) => {
@@ -196,8 +213,10 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
       log.info(`${why}: reloading the configuration`);
       const none = { opened: [], closed: [] };
       // Checked here first, so a bad file is refused once, before any worker sees it.
+      let config: Config;
       try {
-        await load();
+        config = await load();
+        await quotas.prepare(config);
       } catch (err) {
         const message = `reload refused, the running configuration stays: ${(err as Error).message}`;
         log.error(message);
@@ -206,6 +225,8 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
       const gen = ++generation;
       const answers = await Promise.all(slots.map((s) => reloadOne(s, gen)));
       const failed = answers.flatMap((a, i) => (a.ok ? [] : [`worker ${slots[i]!.index}: ${a.message}`]));
+      // The primary's report shows the new limits; the workers apply them to their meters.
+      if (answers.some((a) => a.ok)) quotas.adopt(config);
       if (failed.length === 0) {
         const message = `${answers[0]!.message} (in all ${workers} workers)`;
         log.info(message);
@@ -266,8 +287,14 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
 
   return new Promise<number>((resolve) => {
     onAllExited = () => {
-      log.info("stopped");
-      resolve(0);
+      // The workers sent their last counts as they stopped: all of them go in the state file.
+      void quotas
+        .close()
+        .catch((err: Error) => log.error(`quota counts not saved: ${err.message}`))
+        .then(() => {
+          log.info("stopped");
+          resolve(0);
+        });
     };
     // The workers' own backstops come first; this one is for a worker that hangs.
     const { stop } = stopper(log, drainMs, EXIT_GRACE_MS * 2, {

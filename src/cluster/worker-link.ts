@@ -8,6 +8,7 @@ import {
   WORKER_COUNT_ENV,
   WORKER_INDEX_ENV,
 } from "./messages.js";
+import { WorkerQuotaStore } from "./worker-quota-store.js";
 import { WorkerLimitStore } from "./worker-store.js";
 
 /** A cluster worker's side of its primary: who it is, the shared limits, reload and stop. */
@@ -19,6 +20,8 @@ export interface WorkerLink {
   /** The reload generation the configuration this worker read at start belongs to. */
   generation: number;
   store: WorkerLimitStore;
+  /** Quota counts, kept by the primary. */
+  quotaStore: WorkerQuotaStore;
   ready(listening: ListeningAddress[]): void;
   failed(message: string): void;
   serve(handlers: { reload(generation: number): Promise<ReloadResult>; stop(now: boolean): void }): void;
@@ -39,12 +42,15 @@ export function workerLink(): WorkerLink {
   process.once("disconnect", () => {
     for (const l of listeners) l(undefined);
   });
-  const store = new WorkerLimitStore({ send, listen: (handler) => listeners.push(handler) });
+  const channel = { send, listen: (handler: (m: ToWorker | undefined) => void) => listeners.push(handler) };
+  const store = new WorkerLimitStore(channel);
+  const quotaStore = new WorkerQuotaStore(channel);
   return {
     index: Number(process.env[WORKER_INDEX_ENV] ?? 1),
     count: Number(process.env[WORKER_COUNT_ENV] ?? 1),
     generation: Number(process.env[GENERATION_ENV] ?? 0),
     store,
+    quotaStore,
     ready: (listening) => send({ ferry: "ready", listening }),
     failed: (message) => {
       // Let go of the channel only once the message is on its way.

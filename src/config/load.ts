@@ -4,6 +4,7 @@ import { parse as parseYaml } from "yaml";
 import type { z } from "zod";
 import { isLoopback } from "../policy/addresses.js";
 import { sourceLines } from "./lines.js";
+import { quotaStateFile } from "./quota-schema.js";
 import { loadRoutes, RouteConfigError } from "./routes.js";
 import { type Config, configSchema, type FileConfig } from "./schema.js";
 
@@ -47,6 +48,10 @@ export async function loadConfig(sources: ConfigSources = {}): Promise<Config> {
   if (sources.file && full.control && fromFile.control === full.control) {
     full.control = path.resolve(path.dirname(sources.file), full.control);
   }
+  // The quota's state file, made absolute once: a reload must find the same file.
+  const quota = full.limits.quota;
+  if (quota)
+    full.limits = { ...full.limits, quota: { ...quota, stateFile: quotaStateFile(quota, sources.file) } };
   if (sources.file && lines) {
     full.origin = {
       file: sources.file,

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { durationSchema as duration, via } from "./fields.js";
+import { quotaSchema } from "./quota-schema.js";
 import type { RouteTable } from "./routes.js";
 import { chainsSchema, externalSchema, resolveSchema, upstreamsSchema } from "./routes-schema.js";
 import { clientRulesSchema, groupsSchema, rateSchema, requestRulesSchema } from "./rules-schema.js";
@@ -95,6 +96,8 @@ export const configSchema = z.strictObject({
           perUser: rateSchema.optional(),
         })
         .prefault({}),
+      /** Bytes per authenticated user per UTC day or month (docs/quotas.md). */
+      quota: quotaSchema.optional(),
       /** UDP associations one client address may hold at once. */
       associationsPerClient: z.number().int().positive().default(16),
       /** Datagrams one association may have waiting (for a name lookup or the socket). */

@@ -31,6 +31,8 @@ const byteUnits: Record<string, number> = {
   kib: 1024,
   mib: 1024 ** 2,
   gib: 1024 ** 3,
+  tb: 1e12,
+  tib: 1024 ** 4,
   kbit: 1e3 / 8,
   mbit: 1e6 / 8,
   gbit: 1e9 / 8,
@@ -66,6 +68,40 @@ export function formatRate(bytesPerSecond: number): string {
     if (bytesPerSecond >= f) return `${+(bytesPerSecond / f).toFixed(2)}${unit}/s`;
   }
   return `${bytesPerSecond}B/s`;
+}
+
+/** A transfer quota: `bytes` in each calendar `period` (UTC). */
+export interface QuotaSize {
+  bytes: number;
+  period: "day" | "month";
+}
+
+/**
+ * Parses a quota: "10GiB/day", "500 GiB / month", "1MiB/day". The size takes the units of a
+ * rate (KiB/MiB/GiB/TiB are powers of 1024; KB/MB/GB/TB of 1000), the period is day or month.
+ */
+export function parseQuota(value: string): QuotaSize {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]+)?\s*\/\s*(day|month)\s*$/i.exec(value);
+  const unit = m ? (m[2] ?? "b").toLowerCase() : "";
+  const factor = unit.endsWith("bit") ? undefined : byteUnits[unit];
+  const bytes = m && factor !== undefined ? Math.floor(Number(m[1]) * factor) : 0;
+  if (!m || !(bytes >= 1)) {
+    throw new Error(`"${value}" is not a quota; write it like 10GiB/day or 500GiB/month (at least 1 byte)`);
+  }
+  return { bytes, period: m[3]!.toLowerCase() as "day" | "month" };
+}
+
+/** A size for people: 1572864 → "1.5MiB". */
+export function formatBytes(bytes: number): string {
+  for (const [unit, f] of [
+    ["TiB", 1024 ** 4],
+    ["GiB", 1024 ** 3],
+    ["MiB", 1024 ** 2],
+    ["KiB", 1024],
+  ] as const) {
+    if (bytes >= f) return `${+(bytes / f).toFixed(2)}${unit}`;
+  }
+  return `${bytes}B`;
 }
 
 export interface PortRange {

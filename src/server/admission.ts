@@ -7,6 +7,7 @@ import type { ServerContext, SessionRecord } from "./context.js";
 import { decisionEvent } from "./decision-event.js";
 import type { Handshake } from "./handshake.js";
 import type { Admission, Lease } from "./limits.js";
+import type { QuotaAdmission } from "./quotas.js";
 
 /**
  * Takes the limits of the rule that admitted the request (sessions per user, the rule's own
@@ -20,8 +21,39 @@ export function takeLease(
   ctx: ServerContext,
   record: SessionRecord,
 ): Lease | undefined | Promise<Lease | undefined> {
+  // The user's transfer quota first: a user over it takes no slot.
+  const quota = query.user === undefined ? undefined : ctx.state.quotas.admit(query.user);
+  if (quota instanceof Promise) return quota.then((q) => withQuota(q, hs, query, decision, ctx, record));
+  return withQuota(quota, hs, query, decision, ctx, record);
+}
+
+function withQuota(
+  quota: QuotaAdmission,
+  hs: Handshake,
+  query: RequestQuery,
+  decision: Decision,
+  ctx: ServerContext,
+  record: SessionRecord,
+): Lease | undefined | Promise<Lease | undefined> {
+  if (quota && "refused" in quota) return settle(quota, hs, record);
+  const done = (l: Admission): Lease | undefined => {
+    const lease = settle(l, hs, record);
+    if (!quota) return lease;
+    if (!lease) {
+      quota.release();
+      return undefined;
+    }
+    hs.meter = quota.meter;
+    return {
+      ...lease,
+      release: () => {
+        lease.release();
+        quota.release();
+      },
+    };
+  };
   const lease = ctx.state.limits.acquire(ctx.config, query, decision);
-  return lease instanceof Promise ? lease.then((l) => settle(l, hs, record)) : settle(lease, hs, record);
+  return lease instanceof Promise ? lease.then(done) : done(lease);
 }
 
 function settle(lease: Admission, hs: Handshake, record: SessionRecord): Lease | undefined {

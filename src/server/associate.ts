@@ -16,6 +16,7 @@ import type { ServerContext, SessionRecord } from "./context.js";
 import type { Handshake } from "./handshake.js";
 import { associationsKey } from "./limit-store.js";
 import { TokenBucket } from "./limits.js";
+import type { Meter } from "./relay.js";
 import { boundAddress } from "./replier.js";
 import { type ClientSource, clientSource, fromClient } from "./udp-source.js";
 
@@ -251,6 +252,7 @@ class UdpAssociation implements DatagramEvents {
     if (this.hs.throttle && !TokenBucket.admit(this.hs.throttle.up, d.data.length)) {
       return this.drop("over bandwidth");
     }
+    if (this.hs.meter && this.overQuota(this.hs.meter, d.data.length)) return;
     this.queued++;
     try {
       const dropped = await this.router!.send(d.address, d.data);
@@ -265,6 +267,16 @@ class UdpAssociation implements DatagramEvents {
     }
   }
 
+  /** Counts a datagram into the user's quota; the one that would go over ends the association. */
+  private overQuota(meter: Meter, n: number): boolean {
+    const over = meter.count(n);
+    if (!over) return false;
+    this.drop("over quota");
+    this.record.reason = over;
+    this.end();
+    return true;
+  }
+
   reply(from: SocksAddress, data: Buffer): void {
     if (this.closed) return;
     const clientIp = this.source.ip;
@@ -273,6 +285,7 @@ class UdpAssociation implements DatagramEvents {
     if (this.hs.throttle && !TokenBucket.admit(this.hs.throttle.down, data.length)) {
       return this.drop("over bandwidth");
     }
+    if (this.hs.meter && this.overQuota(this.hs.meter, data.length)) return;
     let packet: Buffer = Buffer.concat([encodeUdpHeader(from), data]);
     if (this.protector) {
       try {

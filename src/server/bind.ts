@@ -133,6 +133,7 @@ async function relayPeer(
     leftover,
     idleTimeoutMs: ctx.config.timeouts.idle,
     ...(hs.throttle && { throttle: hs.throttle }),
+    ...(hs.meter && { meter: hs.meter }),
     tally: record,
   });
   if (result.reason !== "completed") record.reason = result.reason.replace("target", "peer");

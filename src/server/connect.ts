@@ -58,6 +58,7 @@ export async function connectCommand(
       clientEnded,
       idleTimeoutMs: ctx.config.timeouts.idle,
       ...(hs.throttle && { throttle: hs.throttle }),
+      ...(hs.meter && { meter: hs.meter }),
       tally: record,
     });
     if (result.reason !== "completed") record.reason = result.reason;

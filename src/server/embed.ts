@@ -2,9 +2,11 @@ import { type ConfigSources, loadConfig } from "../config/load.js";
 import type { Config, FileConfig } from "../config/schema.js";
 import type { Logger } from "../observe/logger.js";
 import { logPolicy } from "../observe/policy-log.js";
+import { logQuotas } from "../observe/quota-log.js";
 import { logSessions } from "../observe/session-log.js";
 import { buildContext } from "./build-context.js";
 import type { ServerContext } from "./context.js";
+import { cutOverQuota } from "./quota-cut.js";
 import { Reloader, type ReloadResult } from "./reload.js";
 import { FerryServer, type ListeningAddress } from "./server.js";
 import { ServerState } from "./state.js";
@@ -49,11 +51,15 @@ export async function assembleServer(
   load: () => Promise<Config>,
   log?: Logger,
 ): Promise<{ server: FerryServer; reloader: Reloader; context: ServerContext }> {
+  await state.quotas.prepare(config);
+  state.quotas.adopt(config);
   const context = await buildContext(config, state);
   const server = new FerryServer(context);
+  cutOverQuota(server, state);
   if (log) {
     logSessions(server, log);
     logPolicy(state, log);
+    logQuotas(state, log);
   }
   return { server, reloader: new Reloader(server, load, state), context };
 }
@@ -75,7 +81,8 @@ export async function startServer(options: StartServerOptions = {}): Promise<Fer
     current = next;
     return next;
   };
-  const { server, reloader } = await assembleServer(current, new ServerState(), load, options.logger);
+  const state = new ServerState();
+  const { server, reloader } = await assembleServer(current, state, load, options.logger);
   const addresses = await server.listen();
   return {
     addresses,
@@ -91,8 +98,10 @@ export async function startServer(options: StartServerOptions = {}): Promise<Fer
       if (!result.ok) sources.overrides = previous;
       return result;
     },
-    stop(drainMs?: number) {
-      return server.close(drainMs ?? current.timeouts.drain);
+    async stop(drainMs?: number) {
+      await server.close(drainMs ?? current.timeouts.drain);
+      // Every count in the quota state file.
+      await state.quotas.close();
     },
   };
 }

@@ -15,6 +15,7 @@ import {
 } from "../protocol/socks5.js";
 import type { ServerContext, SessionRecord } from "./context.js";
 import type { Throttle } from "./limits.js";
+import type { Meter } from "./relay.js";
 import { closeAfterReply, type Replier, socks4Replier, socks5Replier } from "./replier.js";
 
 /** The session is over and the client has been told why; `message` is for the log. */
@@ -31,6 +32,8 @@ export interface Handshake {
   reader: StreamReader;
   /** Bandwidth limits for this session's relay, set once the request is admitted. */
   throttle?: Throttle;
+  /** The user's transfer quota, counted into by the relay; set once the request is admitted. */
+  meter?: Meter;
 }
 
 /** Greeting, method selection, sub-negotiation, request (RFC 1928 §3–4). */

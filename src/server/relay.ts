@@ -19,6 +19,16 @@ export interface RelayOptions {
    * (the admin page, metrics, quotas); the result carries the relay's own totals as well.
    */
   tally?: Tally;
+  /**
+   * A quota both directions count into (src/server/quotas.ts); when it says so, the relay is
+   * cut. Like a throttle, it puts the relay on its accounting path; absent, the plain path runs.
+   */
+  meter?: Meter;
+}
+
+/** Counts bytes as they pass; returns why the relay must end now, if it must. */
+export interface Meter {
+  count(n: number): string | undefined;
 }
 
 /** Bytes moved each way, kept up to date while a relay runs. */
@@ -81,6 +91,7 @@ class Flow {
     readonly buckets: TokenBucket[] | undefined,
     readonly tally: Tally,
     readonly tallyKey: keyof Tally,
+    readonly meter: Meter | undefined,
   ) {}
 }
 
@@ -105,8 +116,12 @@ class Relay {
     readonly resolve: (result: RelayResult) => void,
   ) {
     const tally = options.tally ?? DISCARDED;
-    this.up = new Flow(this, "client", client, target, options.throttle?.up, tally, "bytesUp");
-    this.down = new Flow(this, "target", target, client, options.throttle?.down, tally, "bytesDown");
+    const { throttle, meter } = options;
+    // A meter without a throttle still takes the accounting path, with no bucket in it.
+    const up = throttle?.up ?? (meter && []);
+    const down = throttle?.down ?? (meter && []);
+    this.up = new Flow(this, "client", client, target, up, tally, "bytesUp", meter);
+    this.down = new Flow(this, "target", target, client, down, tally, "bytesDown", meter);
     this.up.reverse = this.down;
     this.down.reverse = this.up;
     this.idleMs = options.idleTimeoutMs ?? 0;
@@ -133,6 +148,8 @@ class Relay {
       this.up.tally.bytesUp += leftover.length;
       for (const b of this.up.buckets ?? []) b.take(leftover.length);
       this.target.write(leftover);
+      const over = this.up.meter?.count(leftover.length);
+      if (over) this.fail(over);
     }
     if (options.clientEnded) {
       if (resetBehindEnd(this.client)) this.fail("client reset the connection");
@@ -199,7 +216,8 @@ export function cutRelay(stream: Duplex, reason: string): boolean {
 function onData(this: RelayedStream, chunk: Buffer): void {
   const flow = this[FLOW]!;
   pass(flow, chunk);
-  if (!flow.buffers && chunk.length >= BULK_READ && flow.bytes >= BULK_AFTER) enterBulkMode(flow);
+  if (!flow.buffers && chunk.length >= BULK_READ && flow.bytes >= BULK_AFTER && !flow.relay.failed)
+    enterBulkMode(flow);
 }
 
 /** A read into one of the flow's own buffers (bulk mode): `n` bytes at its start. */
@@ -230,6 +248,11 @@ function pass(flow: Flow, chunk: Buffer): void {
     src.pause();
   }
   if (!flow.buckets) return;
+  if (flow.meter) {
+    const over = flow.meter.count(chunk.length);
+    // The chunk that went over is delivered: the overshoot is at most one chunk a session.
+    if (over) return relay.fail(over);
+  }
   // Reasons to pause: the writer is full (until drain or flush) or the bucket is in debt (until
   // the timer); reading resumes only when none holds.
   let wait = 0;

@@ -48,12 +48,15 @@ export class Reloader {
     try {
       const config = await this.load();
       this.state.limits.adopt(config, generation);
+      await this.state.quotas.prepare(config);
       context = await buildContext(config, this.state);
       prepared = await this.server.prepareListen(config.listen);
     } catch (err) {
       return refused(err);
     }
     this.state.generation = generation;
+    // The new quotas apply to the running counts, and so to the sessions already running.
+    this.state.quotas.adopt(context.config);
     this.server.update(context);
     const closed = await prepared.commit();
     const parts = [

@@ -5,6 +5,8 @@ import type { Decision } from "../policy/policy.js";
 import type { Endpoint } from "../policy/self.js";
 import { type LimitStore, LocalLimitStore } from "./limit-store.js";
 import { Limits } from "./limits.js";
+import { LocalQuotaStore } from "./quota-store.js";
+import { Quotas } from "./quotas.js";
 
 /** A decision a rule marked `log: true`, or any denial at the address stage, as it happens. */
 export interface DecisionEvent {
@@ -40,6 +42,8 @@ export class ServerState extends EventEmitter<{ decision: [DecisionEvent] }> {
   constructor(
     readonly store: LimitStore = new LocalLimitStore(),
     readonly workers = 1,
+    /** Transfer quotas (docs/quotas.md): this process's own, kept in the state file, unless shared. */
+    readonly quotas = new Quotas(new LocalQuotaStore(), { persist: true }),
   ) {
     super();
     this.limits = new Limits(store);
