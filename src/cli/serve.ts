@@ -4,6 +4,8 @@ import { runPrimary } from "../cluster/primary.js";
 import { workerLink } from "../cluster/worker-link.js";
 import { ConfigError, loadConfig } from "../config/load.js";
 import type { FileConfig } from "../config/schema.js";
+import type { AdminServer } from "../observe/admin/server.js";
+import { AdminListenError, startAdmin } from "../observe/admin/start.js";
 import { createLogger } from "../observe/logger.js";
 import { formatAddress } from "../protocol/address.js";
 import { startControl } from "../server/control.js";
@@ -54,6 +56,8 @@ export async function serve(flags: ServeFlags): Promise<number> {
   let drainMs: number;
   let reloader: Reloader;
   let control: { close(): Promise<void> } | undefined;
+  let admin: AdminServer | undefined;
+  let draining = false;
   try {
     const overrides: Partial<FileConfig> = {
       listen: flags.listen?.length ? flags.listen : undefined,
@@ -126,8 +130,24 @@ export async function serve(flags: ServeFlags): Promise<number> {
         `control socket ${controlPath}: \`ferry reload --control ${controlPath}\` reloads the configuration`,
       );
     }
+    if (config.adminSettings) {
+      const started = await startAdmin(
+        config.adminSettings,
+        () => (draining ? "draining" : server.listening.length === 0 ? "not listening" : undefined),
+        log,
+      ).catch(async (err: unknown) => {
+        await control?.close();
+        await server.close(0);
+        throw err;
+      });
+      admin = started.admin;
+      log.info(
+        { admin: formatAddress(started.address) },
+        `admin listener on http://${formatAddress(started.address)}`,
+      );
+    }
   } catch (err) {
-    if (err instanceof ConfigError || err instanceof ListenError) {
+    if (err instanceof ConfigError || err instanceof ListenError || err instanceof AdminListenError) {
       if (link) link.failed(err.message);
       else process.stderr.write(`ferry: ${err.message}\n`);
       return 1;
@@ -154,8 +174,10 @@ export async function serve(flags: ServeFlags): Promise<number> {
             `${signal}: no longer accepting; draining live sessions`,
           );
           process.off("SIGHUP", onHup);
+          draining = true;
           void control?.close();
-          void server.close(drainMs).then(() => {
+          void server.close(drainMs).then(async () => {
+            await admin?.close();
             log.info("stopped");
             log.flush?.();
             // A worker's channel to the primary would keep it alive.
