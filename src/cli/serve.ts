@@ -4,9 +4,11 @@ import { runPrimary } from "../cluster/primary.js";
 import { workerLink } from "../cluster/worker-link.js";
 import { ConfigError, loadConfig } from "../config/load.js";
 import type { FileConfig } from "../config/schema.js";
+import { metricsRoute } from "../observe/admin/metrics-route.js";
 import type { AdminServer } from "../observe/admin/server.js";
 import { AdminListenError, startAdmin } from "../observe/admin/start.js";
 import { createLogger } from "../observe/logger.js";
+import { FerryMetrics } from "../observe/metrics.js";
 import { formatAddress } from "../protocol/address.js";
 import { startControl } from "../server/control.js";
 import { assembleServer } from "../server/embed.js";
@@ -57,6 +59,7 @@ export async function serve(flags: ServeFlags): Promise<number> {
   let reloader: Reloader;
   let control: { close(): Promise<void> } | undefined;
   let admin: AdminServer | undefined;
+  let metrics: FerryMetrics | undefined;
   let draining = false;
   try {
     const overrides: Partial<FileConfig> = {
@@ -101,6 +104,11 @@ export async function serve(flags: ServeFlags): Promise<number> {
     drainMs = config.timeouts.drain;
     const assembled = await assembleServer(config, state, load, log);
     ({ server, reloader } = assembled);
+    // Counted from the start, so the first scrape has everything; with workers, the primary
+    // asks each worker for its own (src/cluster/primary.ts).
+    if (config.adminSettings) {
+      metrics = new FerryMetrics(server, state, { processMetrics: true });
+    }
     const listening = await server.listen();
     if (link) {
       // The primary says when every worker listens, and runs the control socket.
@@ -141,6 +149,8 @@ export async function serve(flags: ServeFlags): Promise<number> {
         throw err;
       });
       admin = started.admin;
+      const m = metrics!;
+      metricsRoute(admin, () => m.text());
       log.info(
         { admin: formatAddress(started.address) },
         `admin listener on http://${formatAddress(started.address)}`,
@@ -159,6 +169,7 @@ export async function serve(flags: ServeFlags): Promise<number> {
   async function reloadNow(why: string) {
     log.info(`${why}: reloading the configuration`);
     const result = await reloader.reload();
+    metrics?.reloaded(result.ok);
     if (result.ok) log.info({ opened: result.opened, closed: result.closed }, result.message);
     else log.error(result.message);
     return result;
