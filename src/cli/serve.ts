@@ -210,6 +210,7 @@ export async function serve(flags: ServeFlags): Promise<number> {
       process.on("SIGTERM", () => stop("SIGTERM"));
       link?.serve({
         reload: (generation) => reloader.reload(generation),
+        ...(metrics && { metrics: () => metrics!.snapshot() }),
         stop: (now) => {
           // A second stop from the primary cuts at once, whether or not a drain had begun.
           stop(now ? "second stop from the primary" : "stop from the primary", now);

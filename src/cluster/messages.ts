@@ -21,7 +21,9 @@ export type ToPrimary =
   | { ferry: "login"; id: number; client: string; user: string; method: string }
   | { ferry: "checked"; id: number; ok: boolean }
   | { ferry: "cancel"; id: number }
-  | { ferry: "reloaded"; id: number; ok: boolean; message: string };
+  | { ferry: "reloaded"; id: number; ok: boolean; message: string }
+  /** The answer to a metrics request: prom-client's JSON of this worker's registry (none: not counted). */
+  | { ferry: "metrics"; id: number; metrics: unknown[] };
 
 export type ToWorker =
   | { ferry: "grant"; id: number; n: number }
@@ -33,7 +35,9 @@ export type ToWorker =
   | { ferry: "login"; id: number; outcome?: LoginOutcome; event?: LoginEvent; error?: string }
   | { ferry: "reload"; id: number; generation: number }
   /** Stop accepting and drain (`now`: cut every session at once). */
-  | { ferry: "stop"; now: boolean };
+  | { ferry: "stop"; now: boolean }
+  /** Send this worker's metrics (for the primary's /metrics). */
+  | { ferry: "metrics"; id: number };
 
 /** Environment a worker is started with. */
 export const WORKER_INDEX_ENV = "FERRY_WORKER";
