@@ -36,7 +36,8 @@ export interface AdminRequest {
   raw: http.IncomingMessage;
 }
 
-export type AdminHandler = (req: AdminRequest, res: http.ServerResponse) => void | Promise<void>;
+/** What it returns is ignored, but awaited when it is a promise. */
+export type AdminHandler = (req: AdminRequest, res: http.ServerResponse) => unknown;
 
 export interface RouteOptions {
   /** Served without the token: for orchestrators' probes, which reveal nothing. */
