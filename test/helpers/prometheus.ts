@@ -1,3 +1,4 @@
+import type { Registry } from "prom-client";
 import { run } from "./process.js";
 import { SYSTEM_PYTHON } from "./tools.js";
 
@@ -114,4 +115,20 @@ export async function scrape(base: string, token: string): Promise<Scrape> {
   const res = await adminGet(base, "/metrics", token);
   if (res.status !== 200) throw new Error(`/metrics answered ${res.status}: ${res.text}`);
   return new Scrape(res.text, await parsePrometheus(res.text));
+}
+
+/** One series of a metric straight from a registry (prom-client's own reading, in-process tests). */
+export async function seriesValue(
+  source: { registry: Registry },
+  name: string,
+  labels: Record<string, string>,
+): Promise<number> {
+  const metric = source.registry.getSingleMetric(name);
+  if (!metric) throw new Error(`no metric ${name}`);
+  const found = (await metric.get()).values.find(
+    (v) =>
+      Object.keys(v.labels).length === Object.keys(labels).length &&
+      Object.entries(labels).every(([k, val]) => v.labels[k] === val),
+  );
+  return found?.value ?? 0;
 }
