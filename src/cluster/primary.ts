@@ -309,7 +309,7 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
 
   return new Promise<number>((resolve) => {
     onAllExited = () => {
-      void admin?.close().then(() => {
+      void (admin?.close() ?? Promise.resolve()).then(() => {
         log.info("stopped");
         resolve(0);
       });
