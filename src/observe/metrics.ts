@@ -106,13 +106,22 @@ export function ruleLabel(rule: string | undefined): string {
   return place ?? (FIXED_RULES.has(rule) ? rule : "other");
 }
 
+/** Names the groups and rules of a configuration list, worked out once per configuration. */
+const namedUsers = new WeakMap<object, Set<string>>();
+
 /** A user name as a label: only one the configuration knows. */
 export function userLabel(ctx: ServerContext, user: string | undefined): string {
   if (user === undefined) return "anonymous";
   if (ctx.users.has(user)) return user;
-  for (const members of Object.values(ctx.config.groups)) if (members.includes(user)) return user;
-  for (const rule of ctx.config.rules ?? []) if (rule.users?.includes(user)) return user;
-  return "other";
+  let named = namedUsers.get(ctx.config);
+  if (!named) {
+    named = new Set([
+      ...Object.values(ctx.config.groups).flat(),
+      ...(ctx.config.rules ?? []).flatMap((r) => r.users ?? []),
+    ]);
+    namedUsers.set(ctx.config, named);
+  }
+  return named.has(user) ? user : "other";
 }
 
 const routeLabel = (ctx: ServerContext, route: string | undefined): string =>

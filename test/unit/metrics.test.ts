@@ -11,7 +11,11 @@ import { seriesValue } from "../helpers/prometheus.js";
 /** A stand-in for FerryServer: its events, its running sessions and its context. */
 async function fakeServer() {
   const config = await loadConfig({
-    overrides: { listen: ["127.0.0.1:0"], groups: { staff: ["bob@EXAMPLE.ORG"] } },
+    overrides: {
+      listen: ["127.0.0.1:0"],
+      groups: { staff: ["bob@EXAMPLE.ORG"] },
+      rules: [{ allow: { users: ["carol@EXAMPLE.ORG"] } }],
+    },
   });
   const running = new Set<SessionRecord>();
   const emitter = new EventEmitter();
@@ -87,6 +91,7 @@ test("GSSAPI sessions by protection level; principals a group names are labels, 
   gss("bob@EXAMPLE.ORG", "confidentiality", 10);
   gss("eve@EXAMPLE.ORG", "integrity", 20);
   gss("eve@EXAMPLE.ORG", "integrity", 30);
+  gss("carol@EXAMPLE.ORG", "none", 5);
   assert.equal(
     await seriesValue(metrics, "ferry_gssapi_sessions_total", { protection: "confidentiality" }),
     1,
@@ -98,8 +103,13 @@ test("GSSAPI sessions by protection level; principals a group names are labels, 
   );
   assert.equal(await seriesValue(metrics, "ferry_user_bytes_total", { user: "other", direction: "up" }), 50);
   assert.equal(
+    await seriesValue(metrics, "ferry_user_bytes_total", { user: "carol@EXAMPLE.ORG", direction: "up" }),
+    5,
+  );
+  assert.equal(await seriesValue(metrics, "ferry_gssapi_sessions_total", { protection: "none" }), 1);
+  assert.equal(
     await seriesValue(metrics, "ferry_sessions_total", { command: "connect", outcome: "succeeded" }),
-    3,
+    4,
   );
 });
 
