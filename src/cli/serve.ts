@@ -4,7 +4,11 @@ import { runPrimary } from "../cluster/primary.js";
 import { workerLink } from "../cluster/worker-link.js";
 import { ConfigError, loadConfig } from "../config/load.js";
 import type { FileConfig } from "../config/schema.js";
+import { metricsRoute } from "../observe/admin/metrics-route.js";
+import type { AdminServer } from "../observe/admin/server.js";
+import { AdminListenError, startAdmin } from "../observe/admin/start.js";
 import { createLogger } from "../observe/logger.js";
+import { FerryMetrics } from "../observe/metrics.js";
 import { formatAddress } from "../protocol/address.js";
 import { startControl } from "../server/control.js";
 import { assembleServer } from "../server/embed.js";
@@ -56,6 +60,9 @@ export async function serve(flags: ServeFlags): Promise<number> {
   let reloader: Reloader;
   let state: ServerState;
   let control: { close(): Promise<void> } | undefined;
+  let admin: AdminServer | undefined;
+  let metrics: FerryMetrics | undefined;
+  let draining = false;
   try {
     const overrides: Partial<FileConfig> = {
       listen: flags.listen?.length ? flags.listen : undefined,
@@ -102,6 +109,11 @@ export async function serve(flags: ServeFlags): Promise<number> {
     drainMs = config.timeouts.drain;
     const assembled = await assembleServer(config, state, load, log);
     ({ server, reloader } = assembled);
+    // Counted from the start, so the first scrape has everything; with workers, the primary
+    // asks each worker for its own (src/cluster/primary.ts).
+    if (config.adminSettings) {
+      metrics = new FerryMetrics(server, state, { processMetrics: true });
+    }
     const listening = await server.listen();
     if (link) {
       // The primary says when every worker listens, and runs the control socket.
@@ -131,8 +143,26 @@ export async function serve(flags: ServeFlags): Promise<number> {
         `control socket ${controlPath}: \`ferry reload --control ${controlPath}\` reloads the configuration`,
       );
     }
+    if (config.adminSettings) {
+      const started = await startAdmin(
+        config.adminSettings,
+        () => (draining ? "draining" : server.listening.length === 0 ? "not listening" : undefined),
+        log,
+      ).catch(async (err: unknown) => {
+        await control?.close();
+        await server.close(0);
+        throw err;
+      });
+      admin = started.admin;
+      const m = metrics!;
+      metricsRoute(admin, () => m.text());
+      log.info(
+        { admin: formatAddress(started.address) },
+        `admin listener on http://${formatAddress(started.address)}`,
+      );
+    }
   } catch (err) {
-    if (err instanceof ConfigError || err instanceof ListenError) {
+    if (err instanceof ConfigError || err instanceof ListenError || err instanceof AdminListenError) {
       if (link) link.failed(err.message);
       else process.stderr.write(`ferry: ${err.message}\n`);
       return 1;
@@ -144,6 +174,7 @@ export async function serve(flags: ServeFlags): Promise<number> {
   async function reloadNow(why: string) {
     log.info(`${why}: reloading the configuration`);
     const result = await reloader.reload();
+    metrics?.reloaded(result.ok);
     if (result.ok) log.info({ opened: result.opened, closed: result.closed }, result.message);
     else log.error(result.message);
     return result;
@@ -159,12 +190,14 @@ export async function serve(flags: ServeFlags): Promise<number> {
             `${signal}: no longer accepting; draining live sessions`,
           );
           process.off("SIGHUP", onHup);
+          draining = true;
           void control?.close();
           void server.close(drainMs).then(async () => {
             // Every count sent to the primary, or written to the quota state file.
             await state.quotas
               .close()
               .catch((err: Error) => log.error(`quota counts not saved: ${err.message}`));
+            await admin?.close();
             log.info("stopped");
             log.flush?.();
             // A worker's channel to the primary would keep it alive.
@@ -186,6 +219,7 @@ export async function serve(flags: ServeFlags): Promise<number> {
       process.on("SIGTERM", () => stop("SIGTERM"));
       link?.serve({
         reload: (generation) => reloader.reload(generation),
+        ...(metrics && { metrics: () => metrics!.snapshot() }),
         stop: (now) => {
           // A second stop from the primary cuts at once, whether or not a drain had begun.
           stop(now ? "second stop from the primary" : "stop from the primary", now);

@@ -24,7 +24,9 @@ export type ToPrimary =
   | { ferry: "reloaded"; id: number; ok: boolean; message: string }
   /** Quota usage (src/cluster/worker-quota-store.ts): add `bytes` (0: read); every user's totals in `period`. */
   | { ferry: "quotaAdd"; id: number; user: string; period: string; bytes: number }
-  | { ferry: "quotaUsage"; id: number; period: string };
+  | { ferry: "quotaUsage"; id: number; period: string }
+  /** The answer to a metrics request: prom-client's JSON of this worker's registry (none: not counted). */
+  | { ferry: "metrics"; id: number; metrics: unknown[] };
 
 export type ToWorker =
   | { ferry: "grant"; id: number; n: number }
@@ -39,7 +41,9 @@ export type ToWorker =
   | { ferry: "quotaTotal"; id: number; total: number }
   | { ferry: "quotaUsage"; id: number; usage: Record<string, number> }
   /** Stop accepting and drain (`now`: cut every session at once). */
-  | { ferry: "stop"; now: boolean };
+  | { ferry: "stop"; now: boolean }
+  /** Send this worker's metrics (for the primary's /metrics). */
+  | { ferry: "metrics"; id: number };
 
 /** Environment a worker is started with. */
 export const WORKER_INDEX_ENV = "FERRY_WORKER";

@@ -1,6 +1,9 @@
 import cluster, { type Worker } from "node:cluster";
 import { EXIT_GRACE_MS, stopper } from "../cli/stop-signals.js";
 import type { Config } from "../config/schema.js";
+import { metricsRoute } from "../observe/admin/metrics-route.js";
+import type { AdminServer } from "../observe/admin/server.js";
+import { startAdmin } from "../observe/admin/start.js";
 import type { Logger } from "../observe/logger.js";
 import { formatAddress } from "../protocol/address.js";
 import { startControl } from "../server/control.js";
@@ -18,6 +21,7 @@ import {
   WORKER_COUNT_ENV,
   WORKER_INDEX_ENV,
 } from "./messages.js";
+import { ClusterMetrics } from "./primary-admin.js";
 import { answerQuota } from "./quota-host.js";
 
 export interface PrimaryOptions {
@@ -93,6 +97,10 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
   let nextId = 1;
   let onStarted: ((failure?: string) => void) | undefined;
   let onAllExited: (() => void) | undefined;
+  // The admin listener is the primary's alone; /metrics sums what every worker counts.
+  const metrics = options.config.adminSettings
+    ? new ClusterMetrics(() => slots.flatMap((s) => (s.worker ? [s.worker] : [])))
+    : undefined;
 
   const sendTo = (worker: Worker | undefined, m: ToWorker): void => {
     if (worker?.isConnected()) worker.send(m);
@@ -139,6 +147,10 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
         replies.get(msg.id)?.(msg);
         return;
       }
+      if (msg.ferry === "metrics") {
+        metrics?.receive(worker, msg.id, msg.metrics);
+        return;
+      }
       const quotaAnswer = answerQuota(quotaStore, msg);
       if (quotaAnswer) sendTo(worker, quotaAnswer);
       else host.receive(worker.id, msg);
@@ -146,6 +158,7 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
     worker.on("error", () => {});
     worker.on("exit", (code, signal) => {
       host.detach(worker.id);
+      void metrics?.exited(worker);
       if (slot.worker === worker) slot.worker = undefined;
       slot.ready = false;
       if (stopping) {
@@ -220,6 +233,7 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
       } catch (err) {
         const message = `reload refused, the running configuration stays: ${(err as Error).message}`;
         log.error(message);
+        metrics?.own.reloaded(false);
         return { ok: false, message, ...none };
       }
       const gen = ++generation;
@@ -230,10 +244,12 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
       if (failed.length === 0) {
         const message = `${answers[0]!.message} (in all ${workers} workers)`;
         log.info(message);
+        metrics?.own.reloaded(true);
         return { ok: true, message, ...none };
       }
       const message = `reload not taken everywhere: ${failed.join("; ")}`;
       log.error(message);
+      metrics?.own.reloaded(false);
       return { ok: false, message, ...none };
     });
     reloads = next.catch(() => {});
@@ -285,12 +301,40 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
     );
   }
 
+  let admin: AdminServer | undefined;
+  if (metrics && options.config.adminSettings) {
+    try {
+      const started = await startAdmin(
+        options.config.adminSettings,
+        () => {
+          if (stopping) return "draining";
+          const listening = slots.filter((s) => s.ready).length;
+          return listening === workers ? undefined : `${listening} of ${workers} workers listening`;
+        },
+        log,
+      );
+      admin = started.admin;
+      metricsRoute(admin, () => metrics.text());
+      log.info(
+        { admin: formatAddress(started.address) },
+        `admin listener on http://${formatAddress(started.address)}`,
+      );
+    } catch (err) {
+      stopping = true;
+      await control?.close();
+      await stopWorkers(slots, (cb) => (onAllExited = cb));
+      process.stderr.write(`ferry: ${(err as Error).message}\n`);
+      return 1;
+    }
+  }
+
   return new Promise<number>((resolve) => {
     onAllExited = () => {
       // The workers sent their last counts as they stopped: all of them go in the state file.
       void quotas
         .close()
         .catch((err: Error) => log.error(`quota counts not saved: ${err.message}`))
+        .then(() => admin?.close())
         .then(() => {
           log.info("stopped");
           resolve(0);

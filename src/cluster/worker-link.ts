@@ -24,7 +24,12 @@ export interface WorkerLink {
   quotaStore: WorkerQuotaStore;
   ready(listening: ListeningAddress[]): void;
   failed(message: string): void;
-  serve(handlers: { reload(generation: number): Promise<ReloadResult>; stop(now: boolean): void }): void;
+  serve(handlers: {
+    reload(generation: number): Promise<ReloadResult>;
+    stop(now: boolean): void;
+    /** This worker's metrics as prom-client's JSON, when it counts them (admin: is set). */
+    metrics?: () => Promise<unknown[]>;
+  }): void;
   /** Lets go of the channel, so the process can exit. */
   close(): void;
 }
@@ -60,7 +65,12 @@ export function workerLink(): WorkerLink {
       listeners.push((m) => {
         if (m === undefined) return handlers.stop(false);
         if (m.ferry === "stop") handlers.stop(m.now);
-        else if (m.ferry === "reload") {
+        else if (m.ferry === "metrics") {
+          void (handlers.metrics?.() ?? Promise.resolve([])).then(
+            (metrics) => send({ ferry: "metrics", id: m.id, metrics }),
+            () => send({ ferry: "metrics", id: m.id, metrics: [] }),
+          );
+        } else if (m.ferry === "reload") {
           void handlers
             .reload(m.generation)
             .then((r) => send({ ferry: "reloaded", id: m.id, ok: r.ok, message: r.message }));

@@ -3,6 +3,7 @@ import path from "node:path";
 import { parse as parseYaml } from "yaml";
 import type { z } from "zod";
 import { isLoopback } from "../policy/addresses.js";
+import { resolveAdmin } from "./admin.js";
 import { sourceLines } from "./lines.js";
 import { quotaStateFile } from "./quota-schema.js";
 import { loadRoutes, RouteConfigError } from "./routes.js";
@@ -70,6 +71,15 @@ export async function loadConfig(sources: ConfigSources = {}): Promise<Config> {
     throw err instanceof RouteConfigError ? new ConfigError(err.message) : err;
   }
   checkVia(full, sources.file ?? "command line", lines?.lineOf);
+  if (full.admin) {
+    try {
+      full.adminSettings = await resolveAdmin(full.admin, {
+        baseDir: sources.file ? path.dirname(path.resolve(sources.file)) : undefined,
+      });
+    } catch (err) {
+      throw new ConfigError(`${sources.file ?? "command line"}: ${(err as Error).message}`);
+    }
+  }
   return full;
 }
 

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { type AdminSettings, adminSchema } from "./admin.js";
 import { durationSchema as duration, via } from "./fields.js";
 import { quotaSchema } from "./quota-schema.js";
 import type { RouteTable } from "./routes.js";
@@ -114,6 +115,8 @@ export const configSchema = z.strictObject({
   control: z.string().min(1).optional(),
   /** Processes sharing the listen addresses; "auto": one per core (docs/workers.md). Fixed at start. */
   workers: z.union([z.number().int().min(1).max(256), z.literal("auto")]).default(1),
+  /** The admin HTTP listener: metrics, health, the admin page (docs/admin.md). Off when absent. Fixed at start. */
+  admin: adminSchema.optional(),
 });
 
 export type FileConfig = z.input<typeof configSchema>;
@@ -124,6 +127,8 @@ export type Config = z.output<typeof configSchema> & {
   routes?: RouteTable;
   /** Where the rules are written (file and 1-based lines), set by loadConfig for logs and `ferry check`. */
   origin?: ConfigOrigin;
+  /** The admin listener with its token read, set by loadConfig when `admin:` is given. */
+  adminSettings?: AdminSettings;
 };
 
 export interface ConfigOrigin {

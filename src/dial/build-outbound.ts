@@ -1,7 +1,7 @@
 import type { External, ResolvePreference } from "../config/routes-schema.js";
 import type { Config } from "../config/schema.js";
 import type { Policy } from "../policy/policy.js";
-import { ChainDialer } from "./chain.js";
+import { ChainDialer, type ChainDialerOptions } from "./chain.js";
 import { DirectDialer } from "./direct.js";
 import { bindableExternal } from "./egress.js";
 import { HopPicker } from "./hop-picker.js";
@@ -18,6 +18,8 @@ export interface OutboundOverrides {
   picker?: HopPicker;
   /** A family preference other than the configuration's. */
   resolve?: ResolvePreference;
+  /** Told of each upstream's part in a dial (metrics). */
+  onHop?: ChainDialerOptions["onHop"];
 }
 
 /**
@@ -27,7 +29,12 @@ export interface OutboundOverrides {
 export function buildOutbound(config: Config, policy: Policy, overrides: OutboundOverrides = {}): Outbound {
   const external = overrides.external ?? bindableExternal(config.external);
   const resolve = overrides.resolve ?? config.resolve;
-  const common = { external, resolve, ...(overrides.lookup && { lookup: overrides.lookup }) };
+  const common = {
+    external,
+    resolve,
+    ...(overrides.lookup && { lookup: overrides.lookup }),
+    ...(overrides.onHop && { onHop: overrides.onHop }),
+  };
   const picker = overrides.picker ?? new HopPicker();
   const routes = new Map<string, ChainDialer>();
   for (const [name, route] of config.routes?.routes ?? [])

@@ -21,6 +21,15 @@ export interface ChainDialerOptions {
   /** Family preference for names resolved here (the first hop's, and targets of socks4/socks5 last hops). */
   resolve?: ResolvePreference;
   lookup?: (host: string) => Promise<Resolved[]>;
+  /** Told of every upstream a dial went through (ok) and every one blamed for a failure. */
+  onHop?: (result: HopResult) => void;
+}
+
+/** One upstream's part in one dial through a route. */
+export interface HopResult {
+  route: string;
+  upstream: string;
+  ok: boolean;
 }
 
 const defaultLookup = (host: string): Promise<Resolved[]> =>
@@ -94,13 +103,17 @@ export class ChainDialer {
           allowHalfOpen: true,
           localAddress: net.isIPv6(first.host) ? this.options.external?.ipv6 : this.options.external?.ipv4,
         });
-        for (const u of chosen) this.picker.succeeded(u);
+        for (const u of chosen) {
+          this.picker.succeeded(u);
+          this.options.onHop?.({ route: this.route.name, upstream: u.name, ok: true });
+        }
         return result;
       } catch (err) {
         lastError = err;
         const culprit = blame(err, chosen.length);
         if (culprit === undefined) throw this.failure(err);
         this.picker.failed(chosen[culprit]!, this.route.hops[culprit]!);
+        this.options.onHop?.({ route: this.route.name, upstream: chosen[culprit]!.name, ok: false });
         excluded.add(chosen[culprit]!.name);
       }
     }

@@ -77,10 +77,12 @@ export function decideCommand(
   record.rule = decision.rule;
   if (decision.log) ctx.state.emit("decision", decisionEvent("request", record, decision));
   if (decision.verdict === "deny") {
+    record.denied = true;
     record.reason = `denied by rule ${decision.rule}: ${decision.reason}`;
     hs.replier.failure(Reply.NOT_ALLOWED);
     return undefined;
   }
+  record.route = decision.route ?? "direct";
   return decision;
 }
 
@@ -120,6 +122,7 @@ export async function admitTarget(
   } catch (err) {
     if (err instanceof Refused) {
       record.rule = err.decision.rule;
+      record.denied = true;
       reportDecisions(err.decided, ctx, record);
     }
     record.reason = (err as Error).message;

@@ -40,7 +40,10 @@ export async function buildContext(config: Config, state = new ServerState()): P
     users,
     methods,
     policy,
-    outbound: buildOutbound(config, policy, { resolver: state.resolver }),
+    outbound: buildOutbound(config, policy, {
+      resolver: state.resolver,
+      onHop: (result) => state.emit("upstream", result),
+    }),
     state,
   };
 }

@@ -33,12 +33,15 @@ export async function connectCommand(
   if (!admitted) return;
   const lease = await takeLease(hs, query, admitted.decision, ctx, record);
   if (!lease) return;
+  record.route = admitted.decision.route ?? "direct";
   try {
     let dialed: Awaited<ReturnType<typeof ctx.outbound.connect>>;
     try {
       const left = timeoutMs > 0 ? Math.max(1, Math.round(timeoutMs - (performance.now() - started))) : 0;
       dialed = await ctx.outbound.connect(admitted, new HangupOptions(hangup, left));
+      record.dialMs = performance.now() - started;
     } catch (err) {
+      record.dialMs = performance.now() - started;
       // The dial had what was left of timeouts.connect; the reason names the whole of it.
       record.reason =
         errorCode(err) === "ETIMEDOUT"

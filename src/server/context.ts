@@ -58,6 +58,14 @@ export interface SessionRecord {
   datagramsDropped?: Record<string, number>;
   startedAt: number;
   durationMs: number;
+  /** From accept until the request was read (greeting, authentication, request). */
+  handshakeMs?: number;
+  /** The route the admitting rule names: `direct`, or an upstream or chain name. */
+  route?: string;
+  /** CONNECT: from the request until the target answered or the dial failed (name lookup included). */
+  dialMs?: number;
+  /** The policy refused the request (`rule` names which rule). */
+  denied?: boolean;
   /** What ended the session, when it was not a clean close. */
   reason?: string;
 }

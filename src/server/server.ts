@@ -19,6 +19,8 @@ export interface RefusedConnection {
   client: string;
   clientPort: number;
   reason: string;
+  /** Refused by this client rule (else by a limit). */
+  rule?: string;
 }
 
 /** Connections closed at accept because the open-files limit is reached; at most one a second. */
@@ -125,6 +127,11 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
   /** Handshakes closed to make room, or by the timeout shortened under pressure. */
   get handshakesShed(): number {
     return this.handshakes.shed;
+  }
+
+  /** The context new sessions get (the configuration in force). */
+  get current(): ServerContext {
+    return this.context;
   }
 
   update(context: ServerContext): void {
@@ -307,14 +314,17 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
       return;
     }
     const ctx = this.context;
-    const refuse = (reason: string): void => {
+    const refuse = (reason: string, rule?: string): void => {
       socket.destroy();
-      this.emit("refused", { client, clientPort, reason });
+      this.emit(
+        "refused",
+        rule === undefined ? { client, clientPort, reason } : { client, clientPort, reason, rule },
+      );
     };
     const decision = ctx.policy.client(client);
     if (decision.log) ctx.state.emit("decision", { stage: "client", client, decision });
     if (decision.verdict === "deny")
-      return refuse(`client refused by rule ${decision.rule}: ${decision.reason}`);
+      return refuse(`client refused by rule ${decision.rule}: ${decision.reason}`, decision.rule);
     // Sessions are taken when the request has been read (`established`); a client refused there
     // anyway is refused here already, before it costs a handshake (a password check, say).
     const { sessions, sessionsPerClient, handshakes } = ctx.config.limits;

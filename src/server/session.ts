@@ -78,6 +78,7 @@ export async function runSession(
     clearTimeout(handshakeTimer);
     // Not kept for the rest of a session that may last hours.
     handshakeTimer = undefined;
+    record.handshakeMs = Date.now() - record.startedAt;
     record.command = hs.command;
     record.target = formatAddress(hs.target);
     const refused = await phases?.established();

@@ -1,5 +1,6 @@
 import { EventEmitter } from "node:events";
 import type { LoginThrottle } from "../auth/login-guard.js";
+import type { HopResult } from "../dial/chain.js";
 import { Resolver } from "../dial/resolver.js";
 import type { Decision } from "../policy/policy.js";
 import type { Endpoint } from "../policy/self.js";
@@ -24,7 +25,7 @@ export interface DecisionEvent {
  * What outlives a reload: session counters, bandwidth buckets, failed-login memory, the server's
  * own listening sockets. Each new ServerContext is built around the same state.
  */
-export class ServerState extends EventEmitter<{ decision: [DecisionEvent] }> {
+export class ServerState extends EventEmitter<{ decision: [DecisionEvent]; upstream: [HopResult] }> {
   readonly limits: Limits;
   readonly logins: LoginThrottle;
   /** The reload the running configuration came with (0: the one read at start). */
