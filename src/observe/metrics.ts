@@ -57,6 +57,7 @@ export const LIMITS = [
   "handshakes",
   "associations_per_client",
   "open_files",
+  "quota",
 ] as const;
 export type LimitName = (typeof LIMITS)[number];
 
@@ -70,6 +71,8 @@ export function limitOf(reason: string | undefined): LimitName | undefined {
   if (reason.includes("(limits.handshakes)") || reason.includes("handshakes in progress)"))
     return "handshakes";
   if (reason.includes("UDP association limit for ")) return "associations_per_client";
+  // Refused at the request, or cut when the quota ran out.
+  if (reason.includes("is over the transfer quota")) return "quota";
   return undefined;
 }
 

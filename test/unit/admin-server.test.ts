@@ -132,6 +132,12 @@ describe("metrics: label values", () => {
       limitOf("UDP association limit for 127.0.0.1 reached (16); close one"),
       "associations_per_client",
     );
+    assert.equal(
+      limitOf(
+        "user bob is over the transfer quota: 1 MiB of 1 MiB used this day (UTC); it resets at 2026-12-03T00:00:00.000Z",
+      ),
+      "quota",
+    );
     assert.equal(limitOf("connect to 127.0.0.1:1 refused"), undefined);
     assert.equal(limitOf(undefined), undefined);
   });
