@@ -1,12 +1,14 @@
 import cluster from "node:cluster";
 import { EventEmitter } from "node:events";
 import net from "node:net";
+import type { ProxyProtocolConfig } from "../config/listen-schema.js";
 import { normalizeIp } from "../policy/addresses.js";
 import type { ServerContext, SessionRecord } from "./context.js";
 import { connectionCapacity, readFdLimit } from "./fd-budget.js";
 import { HandshakeBudget } from "./handshake-budget.js";
 import { type Claim, clientKey, SESSIONS_KEY, type Taken } from "./limit-store.js";
 import { describeListenError } from "./listen-error.js";
+import { type Preamble, readPreamble } from "./proxy-header.js";
 import { cutRelay } from "./relay.js";
 import { runSession, type SessionPhases } from "./session.js";
 
@@ -19,6 +21,8 @@ export interface RefusedConnection {
   client: string;
   clientPort: number;
   reason: string;
+  /** The balancer that relayed the connection, when a PROXY header named the client. */
+  proxy?: string;
 }
 
 /** Connections closed at accept because the open-files limit is reached; at most one a second. */
@@ -71,6 +75,8 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
   private readonly bound = new Map<net.Server, ListeningAddress>();
   /** Every client connection, in the handshake or established, and what it has done so far. */
   private readonly sockets = new Map<net.Socket, SessionRecord>();
+  /** Connections on a PROXY protocol listener whose header is still being read. */
+  private readonly preambles = new Set<net.Socket>();
   private readonly handshakes = new HandshakeBudget();
   /** Client connections that fit in the open-files limit; set when listening. */
   private fdCapacity = Number.POSITIVE_INFINITY;
@@ -154,7 +160,9 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
   }
 
   private async open(host: string, port: number): Promise<net.Server> {
-    const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: false }, (s) => this.accept(s));
+    const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: false }, (s) =>
+      this.accept(s, server),
+    );
     try {
       await new Promise<void>((resolve, reject) => {
         server.once("error", reject);
@@ -296,20 +304,69 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
     };
   }
 
-  private accept(socket: net.Socket): void {
+  private accept(socket: net.Socket, listener: net.Server): void {
     const client = normalizeIp(socket.remoteAddress ?? "");
     const clientPort = socket.remotePort ?? 0;
     // Before anything else: what is left of the open-files limit is for the sessions running.
-    if (this.sockets.size >= this.fdCapacity) {
+    if (this.sockets.size + this.preambles.size >= this.fdCapacity) {
       socket.destroy();
       this.fdClosed++;
       this.reportFds();
       return;
     }
     const ctx = this.context;
+    // The listener's options as currently configured (a reload may have changed them).
+    const key = this.configured.get(listener);
+    const proxyProtocol = ctx.config.listen.find((l) => listenKey(l.host, l.port) === key)?.proxyProtocol;
+    if (proxyProtocol) void this.acceptProxied(socket, ctx, proxyProtocol, client, clientPort);
+    else this.admit(socket, ctx, { client, clientPort });
+  }
+
+  /**
+   * A PROXY protocol listener: the header is read first (under the handshake budget, as the
+   * balancer's connection), so the client rules and limits below see the client it names.
+   */
+  private async acceptProxied(
+    socket: net.Socket,
+    ctx: ServerContext,
+    config: ProxyProtocolConfig,
+    peer: string,
+    peerPort: number,
+  ): Promise<void> {
+    this.preambles.add(socket);
+    socket.on("error", ignoreError);
+    const budget = Math.max(1, Math.floor(ctx.config.limits.handshakes / ctx.state.workers));
+    let shed: string | undefined;
+    const ticket = this.handshakes.admit(peer, budget, ctx.config.timeouts.handshake, (reason) => {
+      shed = reason;
+      socket.destroy();
+    });
+    let who: Preamble;
+    try {
+      who = await readPreamble(
+        socket,
+        config,
+        { address: peer, port: peerPort },
+        ctx.config.timeouts.handshake,
+      );
+    } catch (err) {
+      socket.destroy();
+      this.emit("refused", { client: peer, clientPort: peerPort, reason: shed ?? (err as Error).message });
+      return;
+    } finally {
+      ticket.release();
+      this.preambles.delete(socket);
+    }
+    if (this.stopping) socket.destroy();
+    else this.admit(socket, ctx, who);
+  }
+
+  /** Client rules and limits for `who`, then the session. */
+  private admit(socket: net.Socket, ctx: ServerContext, who: Preamble): void {
+    const { client, clientPort, proxy } = who;
     const refuse = (reason: string): void => {
       socket.destroy();
-      this.emit("refused", { client, clientPort, reason });
+      this.emit("refused", proxy ? { client, clientPort, reason, proxy } : { client, clientPort, reason });
     };
     const decision = ctx.policy.client(client);
     if (decision.log) ctx.state.emit("decision", { stage: "client", client, decision });
@@ -335,6 +392,7 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
       startedAt: Date.now(),
       durationMs: 0,
     };
+    if (proxy) record.proxy = proxy;
     this.sockets.set(socket, record);
     // With workers, each takes its share of the handshake budget (it protects this process).
     const budget = Math.max(1, Math.floor(handshakes / ctx.state.workers));
@@ -412,10 +470,13 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
     const reason =
       drainMs > 0 ? `cut at shutdown: still open after the ${drainMs} ms drain` : "cut at shutdown";
     for (const s of this.sockets.keys()) cutSession(s, reason);
-    while (this.sockets.size > 0) await new Promise((r) => setTimeout(r, 5));
+    for (const s of this.preambles) s.destroy();
+    while (this.sockets.size + this.preambles.size > 0) await new Promise((r) => setTimeout(r, 5));
     await stopped;
   }
 }
+
+function ignoreError(): void {}
 
 function cutSession(socket: net.Socket, reason: string): void {
   // Through the relay first: it resets the target side too, even when this socket has already
