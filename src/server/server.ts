@@ -333,6 +333,11 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
     peer: string,
     peerPort: number,
   ): Promise<void> {
+    // Reset before we got to it (a balancer's connect-only health check): nobody to name or refuse.
+    if (!peer) {
+      socket.destroy();
+      return;
+    }
     this.preambles.add(socket);
     socket.on("error", ignoreError);
     const budget = Math.max(1, Math.floor(ctx.config.limits.handshakes / ctx.state.workers));
