@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
+import type { LoginEvent } from "../../src/auth/login-guard.js";
+import { loadConfig } from "../../src/config/load.js";
 import type { FileConfig } from "../../src/config/schema.js";
 import { encodeProxyV1, encodeProxyV2, type ProxyEndpoints } from "../../src/protocol/proxy-protocol.js";
 import {
@@ -8,9 +10,12 @@ import {
   parseMethodSelection,
   parseReply,
 } from "../../src/protocol/socks5.js";
+import { encodeUserPassRequest, parseUserPassReply } from "../../src/protocol/userpass.js";
+import { buildContext } from "../../src/server/build-context.js";
 import type { RefusedConnection } from "../../src/server/server.js";
 import { type RunningFerry, startFerry } from "../helpers/ferry.js";
 import { sleep, startEchoServer, waitFor } from "../helpers/net.js";
+import { freePort } from "../helpers/process.js";
 import { recordFor, TestClient } from "../helpers/socks.js";
 
 // The balancer is 127.0.0.1; the clients it speaks for are other loopback addresses.
@@ -229,6 +234,73 @@ describe("PROXY protocol listener", () => {
       assert.match(refused[0]!.reason, /session limit for 127\.0\.0\.3 reached \(1\)/);
       first.destroy();
       other.destroy();
+    } finally {
+      await ferry.close();
+    }
+  });
+
+  test("failed logins are remembered for the header's client, not the balancer", async () => {
+    const users = { inlineUsers: [{ name: "ann", password: "right" }] };
+    const f = await startFerry(
+      {
+        listen: [{ address: "127.0.0.1:0", proxyProtocol: { from: ["127.0.0.1/32"] } } as never],
+        clients: [{ allow: { from: ["127.0.0.0/8"] } }],
+      },
+      users,
+    );
+    const logins: LoginEvent[] = [];
+    f.context.state.logins.on("login", (e) => logins.push(e));
+    try {
+      for (const [client, password] of [
+        ["127.0.0.3", "wrong"],
+        ["127.0.0.3", "wrong"],
+        ["127.0.0.4", "right"],
+      ] as const) {
+        const c = await TestClient.connect(f.port, f.host);
+        c.write(encodeProxyV2(endpoints(client, 43000, f)));
+        c.write(encodeGreeting({ methods: [2] }));
+        assert.equal(await c.read(parseMethodSelection), 2);
+        c.write(encodeUserPassRequest({ username: "ann", password }));
+        assert.equal((await c.read(parseUserPassReply, 30_000)).ok, password === "right");
+        c.destroy();
+      }
+      assert.deepEqual(
+        logins.map((e) => [e.client, e.ok, e.failures]),
+        [
+          ["127.0.0.3", false, 1],
+          ["127.0.0.3", false, 2],
+          // Another client behind the same balancer starts clean.
+          ["127.0.0.4", true, 0],
+        ],
+      );
+    } finally {
+      await f.close();
+    }
+  });
+
+  test("a reload that turns proxyProtocol on for a listening address applies to the next connection", async () => {
+    // A fixed port: listeners are matched to entries by the address as configured.
+    const ferry = await startFerry({ listen: [`127.0.0.1:${await freePort()}`] });
+    try {
+      const before = await sessionThrough(ferry, echo.port, []);
+      before.destroy();
+      const address = `${ferry.host}:${ferry.port}`;
+      const config = await loadConfig({
+        overrides: { listen: [{ address, proxyProtocol: { from: ["127.0.0.1/32"] } } as never] },
+      });
+      ferry.server.update(await buildContext(config));
+      const refused: RefusedConnection[] = [];
+      ferry.server.on("refused", (r) => refused.push(r));
+      await refusedWith(ferry, greeting);
+      await waitFor(() => refused.length === 1, 5000, "the refusal");
+      assert.match(refused[0]!.reason, /bad PROXY header/);
+      const after = await sessionThrough(
+        ferry,
+        echo.port,
+        encodeProxyV1(endpoints("127.0.0.3", 42001, ferry)),
+      );
+      after.destroy();
+      assert.equal((await recordFor(ferry, 42001)).client, "127.0.0.3");
     } finally {
       await ferry.close();
     }
