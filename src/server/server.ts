@@ -77,6 +77,8 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
   private readonly sockets = new Map<net.Socket, SessionRecord>();
   /** Connections on a PROXY protocol listener whose header is still being read. */
   private readonly preambles = new Set<net.Socket>();
+  /** Per context, the PROXY protocol options of its listen entries by address. */
+  private readonly proxyOptions = new WeakMap<ServerContext, Map<string, ProxyProtocolConfig>>();
   private readonly handshakes = new HandshakeBudget();
   /** Client connections that fit in the open-files limit; set when listening. */
   private fdCapacity = Number.POSITIVE_INFINITY;
@@ -315,11 +317,24 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
       return;
     }
     const ctx = this.context;
-    // The listener's options as currently configured (a reload may have changed them).
-    const key = this.configured.get(listener);
-    const proxyProtocol = ctx.config.listen.find((l) => listenKey(l.host, l.port) === key)?.proxyProtocol;
+    const proxyProtocol = this.proxyProtocolOf(listener, ctx);
     if (proxyProtocol) void this.acceptProxied(socket, ctx, proxyProtocol, client, clientPort);
     else this.admit(socket, ctx, { client, clientPort });
+  }
+
+  /**
+   * The listener's PROXY protocol options as `ctx` configures them (a reload may change them),
+   * worked out once per context: accept is on every connection's path.
+   */
+  private proxyProtocolOf(listener: net.Server, ctx: ServerContext): ProxyProtocolConfig | undefined {
+    let byKey = this.proxyOptions.get(ctx);
+    if (!byKey) {
+      byKey = new Map();
+      for (const l of ctx.config.listen)
+        if (l.proxyProtocol) byKey.set(listenKey(l.host, l.port), l.proxyProtocol);
+      this.proxyOptions.set(ctx, byKey);
+    }
+    return byKey.size === 0 ? undefined : byKey.get(this.configured.get(listener) ?? "");
   }
 
   /**
