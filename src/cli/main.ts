@@ -69,8 +69,15 @@ export function buildCli(): Command {
     });
   program
     .command("run")
-    .description("run a command through the proxy: Node programs are socksified, others get ALL_PROXY")
+    .description(
+      "run a command through the proxy: Node programs are socksified, others run under proxychains4",
+    )
     .option("-p, --proxy <url>", proxyHelp, collect)
+    .addOption(
+      new Option("--mode <mode>", "auto: Node preload or proxychains4; env: ALL_PROXY only")
+        .choices(["auto", "node", "proxychains", "env"])
+        .default("auto"),
+    )
     .argument("<command...>", "the command and its arguments, after --")
     .action(async (command: string[], opts) => {
       process.exitCode = await runTool(command, opts);

@@ -112,6 +112,15 @@ export function validateConfig(
 
 function describeIssue(issue: z.core.$ZodIssue): string {
   const key = issue.path.length > 0 ? issue.path.join(".") : "(top level)";
+  // A union (a listen entry: string or object) says only "Invalid input"; the option whose type
+  // fits the value says what is wrong with it.
+  if (issue.code === "invalid_union" && issue.errors.length > 0) {
+    const fits = issue.errors.find(
+      (errs) => !errs.some((e) => e.code === "invalid_type" && e.path.length === 0),
+    );
+    if (fits && fits.length > 0)
+      return fits.map((e) => describeIssue({ ...e, path: [...issue.path, ...e.path] })).join("; ");
+  }
   if (issue.code === "unrecognized_keys") {
     const parent = issue.path.join(".");
     return issue.keys
@@ -129,11 +138,14 @@ function knownKeys(at: PropertyKey[]): string[] {
   // biome-ignore lint/suspicious/noExplicitAny: walking zod's object shapes by key
   let schema: any = configSchema;
   const unwrap = (): void => {
-    // Through optional/default wrappers, preprocess/transform pipes and into array elements.
+    // Through optional/default wrappers, preprocess/transform pipes and into array elements;
+    // in a union (a listen entry: string or object), into its object form.
     for (;;) {
       if (schema?.def?.innerType) schema = schema.def.innerType;
       else if (schema?.def?.type === "pipe")
         schema = schema.def.in?.def?.type === "transform" ? schema.def.out : schema.def.in;
+      // biome-ignore lint/suspicious/noExplicitAny: as above
+      else if (schema?.def?.type === "union") schema = schema.def.options.find((o: any) => o?.def?.in?.shape);
       else break;
     }
   };

@@ -14,6 +14,7 @@ export function logSessions(server: FerryServer, parent: Logger): void {
     const line = {
       session: r.id,
       client: `${r.client.includes(":") ? `[${r.client}]` : r.client}:${r.clientPort}`,
+      proxy: r.proxy,
       protocol: r.protocol,
       method: r.method,
       user: r.user,
@@ -40,7 +41,10 @@ export function logSessions(server: FerryServer, parent: Logger): void {
     else log.warn(line, r.reason ? `session failed: ${r.reason}` : "session failed");
   });
   server.on("refused", (r) => {
-    log.warn({ client: r.client, clientPort: r.clientPort }, `connection refused: ${r.reason}`);
+    log.warn(
+      { client: r.client, clientPort: r.clientPort, proxy: r.proxy },
+      `connection refused: ${r.reason}`,
+    );
   });
   // At most once a second (FerryServer batches them), however many connections it concerns.
   server.on("fdExhausted", (e) => {

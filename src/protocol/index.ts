@@ -4,6 +4,7 @@ export * from "./fragments.js";
 export * from "./gssapi.js";
 export * from "./hostname.js";
 export * from "./parse.js";
+export * from "./proxy-protocol.js";
 export * from "./sniff.js";
 export * from "./socks4.js";
 export * from "./socks5.js";

@@ -27,6 +27,8 @@ export interface SessionRecord {
   id: number;
   client: string;
   clientPort: number;
+  /** The balancer that relayed the connection ("host:port"), when a PROXY header named the client. */
+  proxy?: string;
   protocol?: "socks4" | "socks4a" | "socks5" | "http" | "unknown";
   method?: string;
   user?: string;

@@ -1,12 +1,14 @@
 import cluster from "node:cluster";
 import { EventEmitter } from "node:events";
 import net from "node:net";
+import type { ProxyProtocolConfig } from "../config/listen-schema.js";
 import { normalizeIp } from "../policy/addresses.js";
 import type { ServerContext, SessionRecord } from "./context.js";
 import { connectionCapacity, readFdLimit } from "./fd-budget.js";
 import { HandshakeBudget } from "./handshake-budget.js";
 import { type Claim, clientKey, SESSIONS_KEY, type Taken } from "./limit-store.js";
 import { describeListenError } from "./listen-error.js";
+import { type Preamble, readPreamble } from "./proxy-header.js";
 import { cutRelay } from "./relay.js";
 import { runSession, type SessionPhases } from "./session.js";
 
@@ -21,6 +23,8 @@ export interface RefusedConnection {
   reason: string;
   /** Refused by this client rule (else by a limit). */
   rule?: string;
+  /** The balancer that relayed the connection, when a PROXY header named the client. */
+  proxy?: string;
 }
 
 /** Connections closed at accept because the open-files limit is reached; at most one a second. */
@@ -73,6 +77,10 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
   private readonly bound = new Map<net.Server, ListeningAddress>();
   /** Every client connection, in the handshake or established, and what it has done so far. */
   private readonly sockets = new Map<net.Socket, SessionRecord>();
+  /** Connections on a PROXY protocol listener whose header is still being read. */
+  private readonly preambles = new Set<net.Socket>();
+  /** Per context, the PROXY protocol options of its listen entries by address. */
+  private readonly proxyOptions = new WeakMap<ServerContext, Map<string, ProxyProtocolConfig>>();
   private readonly handshakes = new HandshakeBudget();
   /** Client connections that fit in the open-files limit; set when listening. */
   private fdCapacity = Number.POSITIVE_INFINITY;
@@ -161,7 +169,9 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
   }
 
   private async open(host: string, port: number): Promise<net.Server> {
-    const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: false }, (s) => this.accept(s));
+    const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: false }, (s) =>
+      this.accept(s, server),
+    );
     try {
       await new Promise<void>((resolve, reject) => {
         server.once("error", reject);
@@ -303,23 +313,90 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
     };
   }
 
-  private accept(socket: net.Socket): void {
+  private accept(socket: net.Socket, listener: net.Server): void {
     const client = normalizeIp(socket.remoteAddress ?? "");
     const clientPort = socket.remotePort ?? 0;
     // Before anything else: what is left of the open-files limit is for the sessions running.
-    if (this.sockets.size >= this.fdCapacity) {
+    if (this.sockets.size + this.preambles.size >= this.fdCapacity) {
       socket.destroy();
       this.fdClosed++;
       this.reportFds();
       return;
     }
     const ctx = this.context;
+    const proxyProtocol = this.proxyProtocolOf(listener, ctx);
+    if (proxyProtocol) void this.acceptProxied(socket, ctx, proxyProtocol, client, clientPort);
+    else this.admit(socket, ctx, { client, clientPort });
+  }
+
+  /**
+   * The listener's PROXY protocol options as `ctx` configures them (a reload may change them),
+   * worked out once per context: accept is on every connection's path.
+   */
+  private proxyProtocolOf(listener: net.Server, ctx: ServerContext): ProxyProtocolConfig | undefined {
+    let byKey = this.proxyOptions.get(ctx);
+    if (!byKey) {
+      byKey = new Map();
+      for (const l of ctx.config.listen)
+        if (l.proxyProtocol) byKey.set(listenKey(l.host, l.port), l.proxyProtocol);
+      this.proxyOptions.set(ctx, byKey);
+    }
+    return byKey.size === 0 ? undefined : byKey.get(this.configured.get(listener) ?? "");
+  }
+
+  /**
+   * A PROXY protocol listener: the header is read first (under the handshake budget, as the
+   * balancer's connection), so the client rules and limits below see the client it names.
+   */
+  private async acceptProxied(
+    socket: net.Socket,
+    ctx: ServerContext,
+    config: ProxyProtocolConfig,
+    peer: string,
+    peerPort: number,
+  ): Promise<void> {
+    // Reset before we got to it (a balancer's connect-only health check): nobody to name or refuse.
+    if (!peer) {
+      socket.destroy();
+      return;
+    }
+    this.preambles.add(socket);
+    socket.on("error", ignoreError);
+    const budget = Math.max(1, Math.floor(ctx.config.limits.handshakes / ctx.state.workers));
+    let shed: string | undefined;
+    const ticket = this.handshakes.admit(peer, budget, ctx.config.timeouts.handshake, (reason) => {
+      shed = reason;
+      socket.destroy();
+    });
+    let who: Preamble;
+    try {
+      who = await readPreamble(
+        socket,
+        config,
+        { address: peer, port: peerPort },
+        ctx.config.timeouts.handshake,
+      );
+    } catch (err) {
+      socket.destroy();
+      this.emit("refused", { client: peer, clientPort: peerPort, reason: shed ?? (err as Error).message });
+      return;
+    } finally {
+      ticket.release();
+      this.preambles.delete(socket);
+    }
+    if (this.stopping) socket.destroy();
+    else this.admit(socket, ctx, who);
+  }
+
+  /** Client rules and limits for `who`, then the session. */
+  private admit(socket: net.Socket, ctx: ServerContext, who: Preamble): void {
+    const { client, clientPort, proxy } = who;
     const refuse = (reason: string, rule?: string): void => {
       socket.destroy();
-      this.emit(
-        "refused",
-        rule === undefined ? { client, clientPort, reason } : { client, clientPort, reason, rule },
-      );
+      const e: RefusedConnection = { client, clientPort, reason };
+      if (rule !== undefined) e.rule = rule;
+      if (proxy) e.proxy = proxy;
+      this.emit("refused", e);
     };
     const decision = ctx.policy.client(client);
     if (decision.log) ctx.state.emit("decision", { stage: "client", client, decision });
@@ -345,6 +422,7 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
       startedAt: Date.now(),
       durationMs: 0,
     };
+    if (proxy) record.proxy = proxy;
     this.sockets.set(socket, record);
     // With workers, each takes its share of the handshake budget (it protects this process).
     const budget = Math.max(1, Math.floor(handshakes / ctx.state.workers));
@@ -422,10 +500,13 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
     const reason =
       drainMs > 0 ? `cut at shutdown: still open after the ${drainMs} ms drain` : "cut at shutdown";
     for (const s of this.sockets.keys()) cutSession(s, reason);
-    while (this.sockets.size > 0) await new Promise((r) => setTimeout(r, 5));
+    for (const s of this.preambles) s.destroy();
+    while (this.sockets.size + this.preambles.size > 0) await new Promise((r) => setTimeout(r, 5));
     await stopped;
   }
 }
+
+function ignoreError(): void {}
 
 function cutSession(socket: net.Socket, reason: string): void {
   // Through the relay first: it resets the target side too, even when this socket has already

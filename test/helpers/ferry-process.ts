@@ -1,5 +1,7 @@
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { type Daemon, startDaemon } from "./process.js";
+import { type Daemon, startDaemon, tempDir } from "./process.js";
 
 /** bin/ferry in this checkout (this file runs from dist/test/helpers/). */
 export const FERRY_BIN = fileURLToPath(new URL("../../../bin/ferry", import.meta.url));
@@ -15,6 +17,8 @@ export interface LogLine {
 export interface SessionLine extends LogLine {
   session: number;
   client: string;
+  /** The balancer that relayed the connection (PROXY protocol). */
+  proxy?: string;
   protocol?: string;
   method?: string;
   user?: string;
@@ -61,6 +65,11 @@ export interface SpawnFerryOptions {
   bin?: string;
   /** Runs it under `ulimit -n N` (through bash, whose exec keeps the process). */
   fdLimit?: number;
+  /**
+   * A configuration file made for the chosen listen address ("127.0.0.1:PORT"), given with
+   * --config instead of --listen: for listen entries with options (proxyProtocol).
+   */
+  config?: (listen: string) => Record<string, unknown>;
 }
 
 function parseLines(text: string): LogLine[] {
@@ -85,6 +94,13 @@ export async function spawnFerry(options: SpawnFerryOptions = {}): Promise<Ferry
   const userArgs = users.flatMap((u) => ["--user", `${u.name}:${u.password}`]);
   const host = options.host ?? "127.0.0.1";
   const hostPart = host.includes(":") ? `[${host}]` : host;
+  const dir = options.config ? await tempDir("ferry-config-") : undefined;
+  const listenArgs = (port: number): string[] => {
+    if (!options.config || !dir) return ["--listen", `${hostPart}:${port}`];
+    const file = join(dir.path, `ferry-${port}.json`);
+    writeFileSync(file, JSON.stringify(options.config(`${hostPart}:${port}`), null, 2));
+    return ["--config", file];
+  };
   const daemon = await startDaemon({
     name: "ferry serve",
     command: options.fdLimit === undefined ? process.execPath : "bash",
@@ -95,8 +111,7 @@ export async function spawnFerry(options: SpawnFerryOptions = {}): Promise<Ferry
         : ["-c", `ulimit -n ${options.fdLimit} && exec "$0" "$@"`, process.execPath]),
       options.bin ?? FERRY_BIN,
       "serve",
-      "--listen",
-      `${hostPart}:${port}`,
+      ...listenArgs(port),
       "--log-format",
       "json",
       "--log-level",
@@ -119,7 +134,18 @@ export async function spawnFerry(options: SpawnFerryOptions = {}): Promise<Ferry
         await new Promise((r) => setTimeout(r, 20));
       }
     },
+  }).catch(async (err: unknown) => {
+    await dir?.remove();
+    throw err;
   });
+  if (dir) {
+    const stop = daemon.stop;
+    daemon.stop = async (graceMs?: number) => {
+      const result = await stop(graceMs);
+      await dir.remove();
+      return result;
+    };
+  }
   const logs = (): LogLine[] => parseLines(daemon.output());
   const sessions = (): SessionLine[] =>
     logs().filter((l): l is SessionLine => typeof (l as { session?: unknown }).session === "number");

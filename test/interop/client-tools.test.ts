@@ -261,9 +261,11 @@ describe("tools: ferry connect, ferry forward, ferry run", { timeout: 240_000 },
     assert.match(w.stderr, /SocksError|rejected user/);
   });
 
-  test("ferry run: other programs get ALL_PROXY and HTTPS_PROXY (curl honours them)", async (t) => {
+  test("ferry run --mode env: other programs get ALL_PROXY and HTTPS_PROXY (curl honours them)", async (t) => {
     const r = await run(FERRY, [
       "run",
+      "--mode",
+      "env",
       "--proxy",
       ferry.url,
       "--",
@@ -277,6 +279,8 @@ describe("tools: ferry connect, ferry forward, ferry run", { timeout: 240_000 },
     const since = Date.now();
     const c = await run(FERRY, [
       "run",
+      "--mode",
+      "env",
       "--proxy",
       ferry.url,
       "--",
