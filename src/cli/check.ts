@@ -11,6 +11,7 @@ import { addressOf, formatAddress } from "../protocol/address.js";
 import type { CommandName } from "../protocol/socks5.js";
 import { buildContext } from "../server/build-context.js";
 import { Limits } from "../server/limits.js";
+import { ServerState } from "../server/state.js";
 
 export interface CheckFlags {
   config: string;
@@ -38,7 +39,8 @@ export async function check(
   let ctx: Awaited<ReturnType<typeof buildContext>>;
   try {
     const config = await loadConfig({ file: flags.config });
-    ctx = await buildContext(config);
+    // Rules and users only: no connection to a shared state's Redis.
+    ctx = await buildContext(config, new ServerState());
   } catch (err) {
     // A bad file, a bad rule, an unreadable or malformed users file: all make the server refuse to start.
     const message = err instanceof ConfigError ? err.message : `${flags.config}: ${(err as Error).message}`;

@@ -12,6 +12,7 @@ import { fdShortfall, fdsNeeded, readFdLimit } from "../server/fd-budget.js";
 import type { Reloader } from "../server/reload.js";
 import { type FerryServer, ListenError } from "../server/server.js";
 import { ServerState } from "../server/state.js";
+import { sharedStore } from "../shared/state-store.js";
 import { gssapiStatus } from "./doctor.js";
 import { EXIT_GRACE_MS, stopper } from "./stop-signals.js";
 
@@ -89,7 +90,8 @@ export async function serve(flags: ServeFlags): Promise<number> {
         control: flags.control ?? config.control,
       });
     }
-    const state = new ServerState(link?.store, workers);
+    // With `state: { redis }` each worker is an instance of its own in Redis.
+    const state = new ServerState((await sharedStore(config)) ?? link?.store, workers);
     if (link) {
       state.generation = link.generation;
       state.limits.adopt(config, link.generation);

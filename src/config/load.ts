@@ -44,6 +44,11 @@ export async function loadConfig(sources: ConfigSources = {}): Promise<Config> {
   if (sources.file && full.gssapi && fileGssapi?.keytab === full.gssapi.keytab) {
     full.gssapi = { ...full.gssapi, keytab: path.resolve(path.dirname(sources.file), full.gssapi.keytab) };
   }
+  const fileState = fromFile.state as { passwordFile?: unknown } | undefined;
+  if (sources.file && full.state?.passwordFile && fileState?.passwordFile === full.state.passwordFile) {
+    const passwordFile = path.resolve(path.dirname(sources.file), full.state.passwordFile);
+    full.state = { ...full.state, passwordFile };
+  }
   if (sources.file && full.control && fromFile.control === full.control) {
     full.control = path.resolve(path.dirname(sources.file), full.control);
   }

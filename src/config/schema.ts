@@ -109,6 +109,20 @@ export const configSchema = z.strictObject({
   rules: requestRulesSchema.optional(),
   /** A Unix socket for `ferry reload` (docs/policy.md); relative to the configuration file. */
   control: z.string().min(1).optional(),
+  /**
+   * Limits shared by several Ferry instances (docs/scale-out.md): session caps, bandwidth and
+   * failed logins kept in Redis (or Valkey). Omitted: kept in this process. Fixed at start.
+   */
+  state: z
+    .strictObject({
+      /** redis://[:password@]host:port/db, or rediss:// for TLS. */
+      redis: z.string().regex(/^rediss?:\/\//, "must be a redis:// or rediss:// URL"),
+      /** A file holding the password (relative to the configuration file); wins over the URL's. */
+      passwordFile: z.string().min(1).optional(),
+      /** Prefix of every key Ferry writes, so several fleets can share one Redis. */
+      prefix: z.string().min(1).default("ferry:"),
+    })
+    .optional(),
   /** Processes sharing the listen addresses; "auto": one per core (docs/workers.md). Fixed at start. */
   workers: z.union([z.number().int().min(1).max(256), z.literal("auto")]).default(1),
 });

@@ -9,11 +9,16 @@ import type { Config } from "../config/schema.js";
 import { buildOutbound } from "../dial/build-outbound.js";
 import { buildPolicy } from "../policy/rule-policy.js";
 import { withSelfGuard } from "../policy/self.js";
+import { sharedStore } from "../shared/state-store.js";
 import type { ServerContext } from "./context.js";
 import { ServerState } from "./state.js";
 
-/** Reads what the configuration points at (the users file) and assembles a session context. */
-export async function buildContext(config: Config, state = new ServerState()): Promise<ServerContext> {
+/**
+ * Reads what the configuration points at (the users file) and assembles a session context.
+ * Without `state`, a new one: in this process, or in Redis when the configuration says so.
+ */
+export async function buildContext(config: Config, state?: ServerState): Promise<ServerContext> {
+  state ??= new ServerState(await sharedStore(config));
   const fileUsers = config.users ? await readHtpasswd(config.users) : [];
   const users = new UserDatabase(fileUsers, config.inlineUsers);
   const methods: AuthMethod[] = effectiveAuth(config).map((name) => {
@@ -21,7 +26,7 @@ export async function buildContext(config: Config, state = new ServerState()): P
       case "none":
         return noAuth;
       case "userpass":
-        return userPassAuth(() => users, state.logins);
+        return userPassAuth(() => users, state!.logins);
       case "gssapi":
         // effectiveAuth's check guarantees the gssapi section exists.
         try {
@@ -34,13 +39,13 @@ export async function buildContext(config: Config, state = new ServerState()): P
         throw new Error(`unknown authentication method ${name}`);
     }
   });
-  const policy = withSelfGuard(buildPolicy(config), () => state.endpoints);
+  const policy = withSelfGuard(buildPolicy(config), () => state!.endpoints);
   return {
     config,
     users,
     methods,
     policy,
-    outbound: buildOutbound(config, policy, { resolver: state.resolver }),
+    outbound: buildOutbound(config, policy, { resolver: state!.resolver }),
     state,
   };
 }

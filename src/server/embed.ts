@@ -3,6 +3,7 @@ import type { Config, FileConfig } from "../config/schema.js";
 import type { Logger } from "../observe/logger.js";
 import { logPolicy } from "../observe/policy-log.js";
 import { logSessions } from "../observe/session-log.js";
+import { logSharedState, sharedStore } from "../shared/state-store.js";
 import { buildContext } from "./build-context.js";
 import type { ServerContext } from "./context.js";
 import { Reloader, type ReloadResult } from "./reload.js";
@@ -54,6 +55,7 @@ export async function assembleServer(
   if (log) {
     logSessions(server, log);
     logPolicy(state, log);
+    if (config.state) logSharedState(state.store, config.state.redis, log);
   }
   return { server, reloader: new Reloader(server, load, state), context };
 }
@@ -75,7 +77,8 @@ export async function startServer(options: StartServerOptions = {}): Promise<Fer
     current = next;
     return next;
   };
-  const { server, reloader } = await assembleServer(current, new ServerState(), load, options.logger);
+  const state = new ServerState(await sharedStore(current));
+  const { server, reloader } = await assembleServer(current, state, load, options.logger);
   const addresses = await server.listen();
   return {
     addresses,

@@ -414,6 +414,7 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
     for (const s of this.sockets.keys()) cutSession(s, reason);
     while (this.sockets.size > 0) await new Promise((r) => setTimeout(r, 5));
     await stopped;
+    await this.context.state.store.close?.();
   }
 }
 
