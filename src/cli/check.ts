@@ -55,7 +55,7 @@ export async function check(
       `${nRules ?? "no"} rules${nRules === undefined ? ": every destination" : ""}, ${ctx.users.size} users, ` +
       `${Object.keys(config.groups).length} groups)`,
   );
-  if (config.users && !existsSync(config.users)) {
+  if (typeof config.users === "string" && !existsSync(config.users)) {
     out(`note: the users file ${config.users} does not exist yet, so no file user can log in`);
   }
   if (flags.to === undefined && flags.from === undefined) return CheckExit.ALLOW;

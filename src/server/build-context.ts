@@ -1,5 +1,7 @@
+import { readFile } from "node:fs/promises";
 import { gssapiAuth } from "../auth/gssapi.js";
 import { readHtpasswd } from "../auth/htpasswd.js";
+import { LdapDirectory } from "../auth/ldap.js";
 import type { AuthMethod } from "../auth/method.js";
 import { noAuth } from "../auth/none.js";
 import { userPassAuth } from "../auth/userpass.js";
@@ -19,8 +21,9 @@ import { ServerState } from "./state.js";
  */
 export async function buildContext(config: Config, state?: ServerState): Promise<ServerContext> {
   state ??= new ServerState(await sharedStore(config));
-  const fileUsers = config.users ? await readHtpasswd(config.users) : [];
-  const users = new UserDatabase(fileUsers, config.inlineUsers);
+  const fileUsers = typeof config.users === "string" ? await readHtpasswd(config.users) : [];
+  const directory = typeof config.users === "object" ? await ldapDirectory(config.users.ldap) : undefined;
+  const users = new UserDatabase(fileUsers, config.inlineUsers, undefined, directory);
   const methods: AuthMethod[] = effectiveAuth(config).map((name) => {
     switch (name) {
       case "none":
@@ -48,4 +51,19 @@ export async function buildContext(config: Config, state?: ServerState): Promise
     outbound: buildOutbound(config, policy, { resolver: state!.resolver }),
     state,
   };
+}
+
+/** The directory `users: { ldap }` names, with the service account's password read from its file. */
+async function ldapDirectory(
+  ldap: Exclude<Config["users"], string | undefined>["ldap"],
+): Promise<LdapDirectory> {
+  let bindPassword: string;
+  try {
+    bindPassword = (await readFile(ldap.bindPasswordFile, "utf8")).replace(/\r?\n$/, "");
+  } catch (err) {
+    throw new ConfigError(
+      `users.ldap.bindPasswordFile: cannot read ${ldap.bindPasswordFile}: ${(err as Error).message}`,
+    );
+  }
+  return new LdapDirectory({ ...ldap, bindPassword });
 }

@@ -4,13 +4,11 @@ import net from "node:net";
 import { describe, test } from "node:test";
 import type { LoginEvent } from "../../src/auth/login-guard.js";
 import type { FileConfig } from "../../src/config/schema.js";
-import { encodeGreeting, parseMethodSelection } from "../../src/protocol/socks5.js";
-import { encodeUserPassRequest, parseUserPassReply } from "../../src/protocol/userpass.js";
 import { RedisLimitStore, type SharedStatus } from "../../src/shared/redis-store.js";
 import { type RunningFerry, startFerry } from "../helpers/ferry.js";
 import { sleep, startEchoServer, waitFor } from "../helpers/net.js";
 import { type RunningRedis, startRedis } from "../helpers/redis.js";
-import { socks5Connect, TestClient } from "../helpers/socks.js";
+import { socks5Connect, type TestClient, userPassLogin } from "../helpers/socks.js";
 
 /**
  * Two Ferry instances (in this process, each with its own server state) sharing one
@@ -51,24 +49,7 @@ async function connectAs(ferry: RunningFerry, echoPort: number, user: { name: st
   return { client, reply: reply.reply };
 }
 
-/** An RFC 1929 login only: whether it was accepted, and how long the reply took. */
-async function login(
-  ferry: RunningFerry,
-  user: string,
-  password: string,
-): Promise<{ ok: boolean; ms: number }> {
-  const client = await TestClient.connect(ferry.port);
-  try {
-    client.write(encodeGreeting({ methods: [2] }));
-    assert.equal(await client.read(parseMethodSelection, 10_000, "the method selection"), 2);
-    const t0 = performance.now();
-    client.write(encodeUserPassRequest({ username: user, password }));
-    const status = await client.read(parseUserPassReply, 30_000, "the RFC 1929 reply");
-    return { ok: status.ok, ms: performance.now() - t0 };
-  } finally {
-    client.destroy();
-  }
-}
+const login = (f: RunningFerry, user: string, password: string) => userPassLogin(f.port, user, password);
 
 describe("shared state in Redis: two instances", () => {
   test("sessionsPerUser: 3 holds across both instances, the fourth refused wherever it lands", async (t) => {
