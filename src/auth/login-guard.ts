@@ -35,6 +35,9 @@ export interface LoginGuardOptions {
  * as its attempts are checked one by one. 256 in all: one worker checks ~12 cost-10 hashes a
  * second, so a longer line could not be checked before the handshake timeout (10 s) ends it.
  */
+/** A client address with no failure for this long starts afresh. */
+export const FORGET_MS = 15 * 60_000;
+
 export const LOGIN_LINE_DEFAULTS = { maxPendingPerClient: 32, maxPending: 256 };
 
 /** The outcome of one attempt: checked and right, checked and wrong, or not checked at all. */
@@ -84,11 +87,58 @@ export class PendingLogins {
   }
 }
 
-interface Entry {
+/** What is remembered of one client group's failures. */
+export interface FailureEntry {
   failures: number;
-  lastFailure: number;
-  /** No attempt from this address is checked before this time. */
+  /** No attempt from this group is checked before this time (ms since the epoch). */
   notBefore: number;
+}
+
+/**
+ * Where failed logins are remembered: this process's map (LocalFailures), or a store every
+ * instance shares (src/cluster/redis-logins.ts), so a failure on one throttles the others.
+ */
+export interface FailureMemory {
+  /** The group's failures, or undefined when it has none remembered. */
+  get(group: string): FailureEntry | undefined | Promise<FailureEntry | undefined>;
+  /** Counts a failure; `delayFor(failures)` is how long it holds the group. Returns the new entry. */
+  fail(group: string, delayFor: (failures: number) => number): FailureEntry | Promise<FailureEntry>;
+}
+
+interface Entry extends FailureEntry {
+  lastFailure: number;
+}
+
+/** Failures in this process: a map ordered by last failure, bounded, forgetting quiet groups. */
+export class LocalFailures implements FailureMemory {
+  private readonly clients = new Map<string, Entry>();
+
+  constructor(
+    private readonly forget: number,
+    private readonly maxClients: number,
+  ) {}
+
+  get(group: string): Entry | undefined {
+    const e = this.clients.get(group);
+    if (e && Date.now() - e.lastFailure > this.forget) {
+      this.clients.delete(group);
+      return undefined;
+    }
+    return e;
+  }
+
+  fail(group: string, delayFor: (failures: number) => number): Entry {
+    const now = Date.now();
+    const e = this.get(group) ?? { failures: 0, lastFailure: now, notBefore: 0 };
+    e.failures++;
+    e.lastFailure = now;
+    e.notBefore = now + delayFor(e.failures);
+    // Re-insert so the map stays ordered by last failure; the oldest is evicted first.
+    this.clients.delete(group);
+    this.clients.set(group, e);
+    if (this.clients.size > this.maxClients) this.clients.delete(this.clients.keys().next().value!);
+    return e;
+  }
 }
 
 /**
@@ -104,23 +154,21 @@ interface Entry {
  * checked attempt, good or bad, for the log.
  */
 export class LoginGuard extends EventEmitter<{ login: [LoginEvent] }> implements LoginThrottle {
-  private readonly clients = new Map<string, Entry>();
+  private readonly memory: FailureMemory;
   private readonly lines = new Lines();
   /** Attempts in line or being checked, per client group. */
   private readonly inLine = new PendingLogins();
   private readonly base: number;
   private readonly max: number;
-  private readonly forget: number;
-  private readonly maxClients: number;
   readonly maxPendingPerClient: number;
   readonly maxPending: number;
 
-  constructor(options: LoginGuardOptions = {}) {
+  /** `memory`: where failures are kept (default: this process, per forgetMs and maxClients). */
+  constructor(options: LoginGuardOptions = {}, memory?: FailureMemory) {
     super();
     this.base = options.baseDelayMs ?? 200;
     this.max = options.maxDelayMs ?? 10_000;
-    this.forget = options.forgetMs ?? 15 * 60_000;
-    this.maxClients = options.maxClients ?? 10_000;
+    this.memory = memory ?? new LocalFailures(options.forgetMs ?? FORGET_MS, options.maxClients ?? 10_000);
     this.maxPendingPerClient = options.maxPendingPerClient ?? LOGIN_LINE_DEFAULTS.maxPendingPerClient;
     this.maxPending = options.maxPending ?? LOGIN_LINE_DEFAULTS.maxPending;
   }
@@ -156,16 +204,16 @@ export class LoginGuard extends EventEmitter<{ login: [LoginEvent] }> implements
     const releases: (() => void)[] = [];
     try {
       releases.push(await this.lines.enter(`${group}\0${user}`, signal));
-      if (this.entry(group, Date.now())) releases.push(await this.lines.enter(group, signal));
-      const wait = (this.entry(group, Date.now())?.notBefore ?? 0) - Date.now();
+      if (await this.memory.get(group)) releases.push(await this.lines.enter(group, signal));
+      const wait = ((await this.memory.get(group))?.notBefore ?? 0) - Date.now();
       if (wait > 0) await sleep(wait, undefined, { signal });
       if (await check()) {
-        const failures = this.entry(group, Date.now())?.failures ?? 0;
+        const failures = (await this.memory.get(group))?.failures ?? 0;
         report({ client, user, method, ok: true, failures, delayMs: 0 });
         return { ok: true };
       }
       // Not abortable: a client that hangs up must not shorten the line's wait.
-      const delayMs = this.failed(client, group, user, method, report);
+      const delayMs = await this.failed(client, group, user, method, report);
       if (delayMs > 0) await sleep(delayMs);
       return { ok: false };
     } finally {
@@ -174,35 +222,24 @@ export class LoginGuard extends EventEmitter<{ login: [LoginEvent] }> implements
     }
   }
 
-  private entry(group: string, now: number): Entry | undefined {
-    const e = this.clients.get(group);
-    if (e && now - e.lastFailure > this.forget) {
-      this.clients.delete(group);
-      return undefined;
-    }
-    return e;
-  }
-
   /** Records a failure; returns how long its reply is held. */
-  private failed(
+  private async failed(
     client: string,
     group: string,
     user: string,
     method: string,
     report: (e: LoginEvent) => void,
-  ): number {
-    const now = Date.now();
-    const e = this.entry(group, now) ?? { failures: 0, lastFailure: now, notBefore: 0 };
-    e.failures++;
-    e.lastFailure = now;
-    const delayMs = Math.min(this.max, this.base * 2 ** Math.min(e.failures - 1, 30));
-    e.notBefore = now + delayMs;
-    // Re-insert so the map stays ordered by last failure; the oldest is evicted first.
-    this.clients.delete(group);
-    this.clients.set(group, e);
-    if (this.clients.size > this.maxClients) this.clients.delete(this.clients.keys().next().value!);
-    report({ client, user, method, ok: false, failures: e.failures, delayMs });
+  ): Promise<number> {
+    const e = await this.memory.fail(group, (n) => this.delayFor(n));
+    // Its own delay in full, or longer if a shared memory already holds the group longer.
+    const delayMs = Math.max(this.delayFor(e.failures), e.notBefore - Date.now());
+    report({ client, user, method, ok: false, failures: e.failures, delayMs: this.delayFor(e.failures) });
     return delayMs;
+  }
+
+  /** 200 ms after the first failure, doubling with each, up to the maximum. */
+  private delayFor(failures: number): number {
+    return Math.min(this.max, this.base * 2 ** Math.min(failures - 1, 30));
   }
 }
 

@@ -13,6 +13,8 @@ export interface AuthContext {
 export interface AuthOutcome {
   /** The authenticated identity, if the method has one. */
   user?: string;
+  /** The user's groups from a directory (LDAP), besides those of `groups:` in the configuration. */
+  groups?: string[];
   /** GSSAPI: the protection level agreed for the rest of the session (RFC 1961), for the audit. */
   protection?: ProtectionName;
   /**

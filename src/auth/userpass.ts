@@ -46,7 +46,8 @@ export function userPassAuth(users: () => UserDatabase, guard?: LoginThrottle): 
         throw new AuthError(`authentication failed for user "${username}": ${why}`, username);
       }
       stream.write(encodeUserPassReply(true));
-      return { user: username };
+      const groups = db.groupsOf(username);
+      return groups ? { user: username, groups } : { user: username };
     },
   };
 }

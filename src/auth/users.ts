@@ -2,6 +2,7 @@ import { createHmac, randomBytes, randomInt, timingSafeEqual } from "node:crypto
 import { setTimeout as sleep } from "node:timers/promises";
 import { type BcryptPool, sharedBcryptPool } from "./bcrypt-pool.js";
 import type { HtpasswdEntry } from "./htpasswd.js";
+import type { LdapDirectory } from "./ldap.js";
 
 type Verifier = { kind: "bcrypt"; hash: string; cost: number } | { kind: "digest"; digest: Buffer };
 
@@ -42,11 +43,15 @@ export class UserDatabase {
   private readonly decoyDigest = randomBytes(32);
   /** Worker times (ms) of recent checks at the top cost, newest last. */
   private readonly topCostMs: number[] = [];
+  /** The groups the directory gave users at their last login (bounded as its cache is). */
+  private readonly directoryGroups = new Map<string, string[]>();
 
+  /** `directory`: users from LDAP instead of a file; command-line users are still checked first. */
   constructor(
     fileUsers: HtpasswdEntry[] = [],
     inlineUsers: { name: string; password: string }[] = [],
     private readonly pool: BcryptPool = sharedBcryptPool(),
+    readonly directory?: LdapDirectory,
   ) {
     // htpasswd.ts accepts only $2a$/$2b$/$2y$ hashes with two cost digits.
     for (const u of fileUsers)
@@ -63,8 +68,14 @@ export class UserDatabase {
     return this.users.size;
   }
 
+  /** Whether the user exists (with a directory: whether it had them when last asked). */
   has(name: string): boolean {
-    return this.users.has(name);
+    return this.users.has(name) || (this.directory?.known(name) ?? false);
+  }
+
+  /** The directory's groups of a user who has logged in (none without a directory). */
+  groupsOf(name: string): string[] | undefined {
+    return this.directory ? this.directoryGroups.get(name) : undefined;
   }
 
   names(): string[] {
@@ -75,9 +86,13 @@ export class UserDatabase {
     return createHmac("sha256", this.key).update(name).update("\0").update(password).digest();
   }
 
-  /** Rejects only when the check could not be made (too many pending, a worker died). */
+  /**
+   * Rejects only when the check could not be made (too many pending, a worker died, the
+   * directory unreachable). The one check every login goes through (SOCKS5 and HTTP alike).
+   */
   async verify(name: string, password: string): Promise<boolean> {
     const v = this.users.get(name);
+    if (this.directory && v === undefined) return this.verifyInDirectory(this.directory, name, password);
     const given = this.digest(name, password);
     const top = this.top;
     // Digests only: one constant-time comparison on every path (the decoy digest matches nothing).
@@ -97,6 +112,20 @@ export class UserDatabase {
     }
     if (v.cost < top.cost) await this.padToTopCost(password, ms, top);
     return false;
+  }
+
+  private async verifyInDirectory(
+    directory: LdapDirectory,
+    name: string,
+    password: string,
+  ): Promise<boolean> {
+    const answer = await directory.verify(name, password);
+    if (!answer.ok) return false;
+    this.directoryGroups.delete(name);
+    this.directoryGroups.set(name, answer.groups ?? []);
+    if (this.directoryGroups.size > 10_000)
+      this.directoryGroups.delete(this.directoryGroups.keys().next().value!);
+    return true;
   }
 
   private async bcrypt(password: string, hash: string, cost: number) {

@@ -11,6 +11,7 @@ import { addressOf, formatAddress } from "../protocol/address.js";
 import type { CommandName } from "../protocol/socks5.js";
 import { buildContext } from "../server/build-context.js";
 import { Limits } from "../server/limits.js";
+import { ServerState } from "../server/state.js";
 
 export interface CheckFlags {
   config: string;
@@ -38,7 +39,8 @@ export async function check(
   let ctx: Awaited<ReturnType<typeof buildContext>>;
   try {
     const config = await loadConfig({ file: flags.config });
-    ctx = await buildContext(config);
+    // Rules and users only: no connection to a shared state's Redis.
+    ctx = await buildContext(config, new ServerState());
   } catch (err) {
     // A bad file, a bad rule, an unreadable or malformed users file: all make the server refuse to start.
     const message = err instanceof ConfigError ? err.message : `${flags.config}: ${(err as Error).message}`;
@@ -53,7 +55,7 @@ export async function check(
       `${nRules ?? "no"} rules${nRules === undefined ? ": every destination" : ""}, ${ctx.users.size} users, ` +
       `${Object.keys(config.groups).length} groups)`,
   );
-  if (config.users && !existsSync(config.users)) {
+  if (typeof config.users === "string" && !existsSync(config.users)) {
     out(`note: the users file ${config.users} does not exist yet, so no file user can log in`);
   }
   if (flags.to === undefined && flags.from === undefined) return CheckExit.ALLOW;

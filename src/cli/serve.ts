@@ -17,6 +17,7 @@ import { Quotas } from "../server/quotas.js";
 import type { Reloader } from "../server/reload.js";
 import { type FerryServer, ListenError } from "../server/server.js";
 import { ServerState } from "../server/state.js";
+import { sharedQuotas, sharedStore } from "../shared/state-store.js";
 import { gssapiStatus } from "./doctor.js";
 import { EXIT_GRACE_MS, stopper } from "./stop-signals.js";
 
@@ -98,10 +99,15 @@ export async function serve(flags: ServeFlags): Promise<number> {
         control: flags.control ?? config.control,
       });
     }
-    // A worker's quota counts go to its primary, which keeps the state file (docs/quotas.md).
-    state = link
-      ? new ServerState(link.store, workers, new Quotas(link.quotaStore, { shared: true, shares: workers }))
-      : new ServerState();
+    // With `state: { redis }` each worker is an instance of its own in Redis, quotas included;
+    // without, a worker's limits and quota counts go to its primary, which keeps the state file.
+    const shared = await sharedStore(config);
+    state = new ServerState(
+      shared ?? link?.store,
+      workers,
+      sharedQuotas(shared, workers) ??
+        (link && new Quotas(link.quotaStore, { shared: true, shares: workers })),
+    );
     if (link) {
       state.generation = link.generation;
       state.limits.adopt(config, link.generation);

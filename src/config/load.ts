@@ -39,12 +39,26 @@ export async function loadConfig(sources: ConfigSources = {}): Promise<Config> {
   const config = validateConfig(merged, sources.file ?? "command line", lines?.lineOf);
   const full: Config = { ...config, inlineUsers: sources.inlineUsers ?? [] };
   // Paths in a file are relative to the file, as people expect.
-  if (sources.file && full.users && fromFile.users === full.users) {
+  if (sources.file && typeof full.users === "string" && fromFile.users === full.users) {
     full.users = path.resolve(path.dirname(sources.file), full.users);
+  }
+  const fileLdap = (fromFile.users as { ldap?: { bindPasswordFile?: unknown } } | undefined)?.ldap;
+  if (
+    sources.file &&
+    typeof full.users === "object" &&
+    fileLdap?.bindPasswordFile === full.users.ldap.bindPasswordFile
+  ) {
+    const bindPasswordFile = path.resolve(path.dirname(sources.file), full.users.ldap.bindPasswordFile);
+    full.users = { ldap: { ...full.users.ldap, bindPasswordFile } };
   }
   const fileGssapi = fromFile.gssapi as { keytab?: unknown } | undefined;
   if (sources.file && full.gssapi && fileGssapi?.keytab === full.gssapi.keytab) {
     full.gssapi = { ...full.gssapi, keytab: path.resolve(path.dirname(sources.file), full.gssapi.keytab) };
+  }
+  const fileState = fromFile.state as { passwordFile?: unknown } | undefined;
+  if (sources.file && full.state?.passwordFile && fileState?.passwordFile === full.state.passwordFile) {
+    const passwordFile = path.resolve(path.dirname(sources.file), full.state.passwordFile);
+    full.state = { ...full.state, passwordFile };
   }
   if (sources.file && full.control && fromFile.control === full.control) {
     full.control = path.resolve(path.dirname(sources.file), full.control);
@@ -203,7 +217,8 @@ function checkGroups(
   const problems: string[] = [];
   (config.rules ?? []).forEach((rule, i) => {
     for (const g of rule.groups ?? []) {
-      if (!(g in config.groups)) {
+      // With a directory, a group not defined here is one of the directory's (docs/ldap.md).
+      if (!(g in config.groups) && typeof config.users !== "object") {
         const line = lineOf?.(["rules", i]);
         const known = Object.keys(config.groups);
         problems.push(

@@ -13,6 +13,30 @@ const portRange = z.string().transform(via(parsePortRange));
 export const authMethodSchema = z.enum(["none", "userpass", "gssapi"]);
 export type AuthMethodName = z.infer<typeof authMethodSchema>;
 
+/** Users in an LDAP directory: a search as the service account, then a bind as the user. */
+const ldapSchema = z.strictObject({
+  url: z.string().regex(/^ldaps?:\/\//, "must be an ldap:// or ldaps:// URL"),
+  /** The service account that looks users up. */
+  bindDn: z.string().min(1),
+  /** A file holding its password (relative to the configuration file). */
+  bindPasswordFile: z.string().min(1),
+  /** Where users are searched (the whole subtree). */
+  base: z.string().min(1),
+  /** `{user}` is the login name, escaped as RFC 4515 requires. */
+  filter: z.string().includes("{user}", { message: "must contain {user}" }).default("(uid={user})"),
+  /** The user's attribute listing their groups' DNs; a group's name is its first RDN value. */
+  groupAttribute: z.string().min(1).default("memberOf"),
+  /** Or a search for the user's groups (`{dn}`: the user's DN); a group's name is its cn. */
+  groupSearch: z
+    .strictObject({ base: z.string().min(1), filter: z.string().min(1).default("(member={dn})") })
+    .optional(),
+  /** How long a successful login is remembered (a digest of the password, never the password). */
+  cacheTtl: duration.default(60_000),
+  cacheSize: z.number().int().positive().default(10_000),
+  /** Connecting, and each request to the directory. */
+  timeout: duration.default(5000),
+});
+
 /**
  * The configuration file (YAML or JSON). Command-line flags are mapped onto the same object
  * before validation, so the file and the flags can never disagree on meaning.
@@ -22,8 +46,8 @@ export const configSchema = z.strictObject({
   listen: z.array(listenEntrySchema).min(1).prefault(["127.0.0.1:1080"]),
   /** Methods offered to SOCKS5 clients, in order of preference. Default: userpass when users exist, else none. */
   auth: z.array(authMethodSchema).min(1).optional(),
-  /** An htpasswd file with bcrypt hashes. */
-  users: z.string().optional(),
+  /** An htpasswd file with bcrypt hashes, or an LDAP directory (docs/ldap.md). */
+  users: z.union([z.string(), z.strictObject({ ldap: ldapSchema })]).optional(),
   /** GSS-API (Kerberos, RFC 1961): offered when auth lists gssapi. */
   gssapi: z
     .strictObject({
@@ -112,6 +136,20 @@ export const configSchema = z.strictObject({
   rules: requestRulesSchema.optional(),
   /** A Unix socket for `ferry reload` (docs/policy.md); relative to the configuration file. */
   control: z.string().min(1).optional(),
+  /**
+   * Limits shared by several Ferry instances (docs/scale-out.md): session caps, bandwidth and
+   * failed logins kept in Redis (or Valkey). Omitted: kept in this process. Fixed at start.
+   */
+  state: z
+    .strictObject({
+      /** redis://[:password@]host:port/db, or rediss:// for TLS. */
+      redis: z.string().regex(/^rediss?:\/\//, "must be a redis:// or rediss:// URL"),
+      /** A file holding the password (relative to the configuration file); wins over the URL's. */
+      passwordFile: z.string().min(1).optional(),
+      /** Prefix of every key Ferry writes, so several fleets can share one Redis. */
+      prefix: z.string().min(1).default("ferry:"),
+    })
+    .optional(),
   /** Processes sharing the listen addresses; "auto": one per core (docs/workers.md). Fixed at start. */
   workers: z.union([z.number().int().min(1).max(256), z.literal("auto")]).default(1),
   /** The admin HTTP listener: metrics, health, the admin page (docs/admin.md). Off when absent. Fixed at start. */

@@ -18,6 +18,7 @@ export function logSessions(server: FerryServer, parent: Logger): void {
       protocol: r.protocol,
       method: r.method,
       user: r.user,
+      groups: r.groups,
       protection: r.protection,
       ident: r.ident,
       command: r.command,

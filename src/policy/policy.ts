@@ -8,6 +8,8 @@ export type { Decision, RuleTrace } from "./decide.js";
 export interface RequestQuery {
   client: string;
   user?: string;
+  /** The user's groups from the directory that authenticated them (LDAP). */
+  groups?: readonly string[];
   method: string;
   version: 4 | 5;
   command: CommandName;

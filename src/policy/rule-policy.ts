@@ -38,7 +38,8 @@ export function buildPolicy(config: Config): Policy {
   const memberOf = groupIndex(config.groups);
   const facts = (q: RequestQuery): Facts => {
     const f: Facts = { ...q };
-    if (q.user !== undefined) f.groups = memberOf.get(q.user) ?? [];
+    // The configuration's groups and the directory's, as one list.
+    if (q.user !== undefined) f.groups = [...(memberOf.get(q.user) ?? []), ...(q.groups ?? [])];
     return f;
   };
   const destinationFacts = (q: RequestQuery, ip: string | undefined): Facts => {

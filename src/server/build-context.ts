@@ -1,5 +1,7 @@
+import { readFile } from "node:fs/promises";
 import { gssapiAuth } from "../auth/gssapi.js";
 import { readHtpasswd } from "../auth/htpasswd.js";
+import { LdapDirectory } from "../auth/ldap.js";
 import type { AuthMethod } from "../auth/method.js";
 import { noAuth } from "../auth/none.js";
 import { userPassAuth } from "../auth/userpass.js";
@@ -9,13 +11,19 @@ import type { Config } from "../config/schema.js";
 import { buildOutbound } from "../dial/build-outbound.js";
 import { buildPolicy } from "../policy/rule-policy.js";
 import { withSelfGuard } from "../policy/self.js";
+import { sharedQuotas, sharedStore } from "../shared/state-store.js";
 import type { ServerContext } from "./context.js";
 import { ServerState } from "./state.js";
 
-/** Reads what the configuration points at (the users file) and assembles a session context. */
-export async function buildContext(config: Config, state = new ServerState()): Promise<ServerContext> {
-  const fileUsers = config.users ? await readHtpasswd(config.users) : [];
-  const users = new UserDatabase(fileUsers, config.inlineUsers);
+/**
+ * Reads what the configuration points at (the users file) and assembles a session context.
+ * Without `state`, a new one: in this process, or in Redis when the configuration says so.
+ */
+export async function buildContext(config: Config, given?: ServerState): Promise<ServerContext> {
+  const state = given ?? (await stateFor(config));
+  const fileUsers = typeof config.users === "string" ? await readHtpasswd(config.users) : [];
+  const directory = typeof config.users === "object" ? await ldapDirectory(config.users.ldap) : undefined;
+  const users = new UserDatabase(fileUsers, config.inlineUsers, undefined, directory);
   const methods: AuthMethod[] = effectiveAuth(config).map((name) => {
     switch (name) {
       case "none":
@@ -46,4 +54,24 @@ export async function buildContext(config: Config, state = new ServerState()): P
     }),
     state,
   };
+}
+
+/** The directory `users: { ldap }` names, with the service account's password read from its file. */
+async function ldapDirectory(
+  ldap: Exclude<Config["users"], string | undefined>["ldap"],
+): Promise<LdapDirectory> {
+  let bindPassword: string;
+  try {
+    bindPassword = (await readFile(ldap.bindPasswordFile, "utf8")).replace(/\r?\n$/, "");
+  } catch (err) {
+    throw new ConfigError(
+      `users.ldap.bindPasswordFile: cannot read ${ldap.bindPasswordFile}: ${(err as Error).message}`,
+    );
+  }
+  return new LdapDirectory({ ...ldap, bindPassword });
+}
+
+async function stateFor(config: Config): Promise<ServerState> {
+  const shared = await sharedStore(config);
+  return new ServerState(shared, 1, sharedQuotas(shared, 1));
 }

@@ -32,6 +32,8 @@ export interface SessionRecord {
   protocol?: "socks4" | "socks4a" | "socks5" | "http" | "unknown";
   method?: string;
   user?: string;
+  /** The user's groups from the directory (LDAP), as rules match them. */
+  groups?: string[];
   /** GSSAPI: the protection level agreed (none, integrity, confidentiality); `user` is the principal. */
   protection?: ProtectionName;
   /** SOCKS4 USERID: what the client claims, not verified. */

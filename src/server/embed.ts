@@ -4,6 +4,7 @@ import type { Logger } from "../observe/logger.js";
 import { logPolicy } from "../observe/policy-log.js";
 import { logQuotas } from "../observe/quota-log.js";
 import { logSessions } from "../observe/session-log.js";
+import { logSharedState, sharedQuotas, sharedStore } from "../shared/state-store.js";
 import { buildContext } from "./build-context.js";
 import type { ServerContext } from "./context.js";
 import { cutOverQuota } from "./quota-cut.js";
@@ -60,6 +61,7 @@ export async function assembleServer(
     logSessions(server, log);
     logPolicy(state, log);
     logQuotas(state, log);
+    if (config.state) logSharedState(state.store, config.state.redis, log);
   }
   return { server, reloader: new Reloader(server, load, state), context };
 }
@@ -81,7 +83,8 @@ export async function startServer(options: StartServerOptions = {}): Promise<Fer
     current = next;
     return next;
   };
-  const state = new ServerState();
+  const shared = await sharedStore(current);
+  const state = new ServerState(shared, 1, sharedQuotas(shared, 1));
   const { server, reloader } = await assembleServer(current, state, load, options.logger);
   const addresses = await server.listen();
   return {

@@ -83,6 +83,7 @@ export async function socks5Handshake(
     throw err;
   }
   record.user = outcome.user;
+  if (outcome.groups) record.groups = outcome.groups;
   if (outcome.protection) record.protection = outcome.protection;
   const io = outcome.encapsulation ?? { stream, reader };
   try {

@@ -19,7 +19,8 @@ export type Taken = { release(): void } | { refused: number };
  * Where the limits shared by every session of the server are kept: session counts, bandwidth
  * and login throttling. With one process it is this process's memory (LocalLimitStore); with
  * workers the primary keeps the counts and hands each worker allotments it uses locally
- * (src/cluster/worker-store.ts); a store on Redis could serve several machines the same way.
+ * (src/cluster/worker-store.ts); with `state: { redis }` several machines share them in Redis
+ * (src/shared/redis-store.ts).
  */
 export interface LimitStore {
   /**
@@ -36,6 +37,8 @@ export interface LimitStore {
   bucket(key: string, rate: number): TokenBucket;
   /** Failed-login memory and the lines logins wait in (src/auth/login-guard.ts). */
   readonly logins: LoginThrottle;
+  /** Lets go of what the store holds open (a connection to Redis), when the server stops. */
+  close?(): Promise<void>;
 }
 
 /** The store of a server that is one process: counters in a map, plain token buckets. */

@@ -503,6 +503,7 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
     for (const s of this.preambles) s.destroy();
     while (this.sockets.size + this.preambles.size > 0) await new Promise((r) => setTimeout(r, 5));
     await stopped;
+    await this.context.state.store.close?.();
   }
 }
 

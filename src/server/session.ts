@@ -113,6 +113,7 @@ async function runCommand(
   const query: RequestQuery = {
     client: record.client,
     user: record.user,
+    ...(record.groups && { groups: record.groups }),
     method: record.method ?? "none",
     version: hs.replier.version,
     command: hs.command,

@@ -207,3 +207,22 @@ export async function recordFor(
   );
   return ferry.records.find((r) => r.clientPort === port)!;
 }
+
+/** An RFC 1929 login and nothing more: whether it was accepted, and how long its reply took. */
+export async function userPassLogin(
+  proxyPort: number,
+  user: string,
+  password: string,
+): Promise<{ ok: boolean; ms: number }> {
+  const client = await TestClient.connect(proxyPort);
+  try {
+    client.write(encodeGreeting({ methods: [2] }));
+    assert.equal(await client.read(parseMethodSelection, 10_000, "the method selection"), 2);
+    const t0 = performance.now();
+    client.write(encodeUserPassRequest({ username: user, password }));
+    const status = await client.read(parseUserPassReply, 30_000, "the RFC 1929 reply");
+    return { ok: status.ok, ms: performance.now() - t0 };
+  } finally {
+    client.destroy();
+  }
+}
