@@ -4,8 +4,10 @@ import { runPrimary } from "../cluster/primary.js";
 import { workerLink } from "../cluster/worker-link.js";
 import { ConfigError, loadConfig } from "../config/load.js";
 import type { FileConfig } from "../config/schema.js";
+import { liveRoutes } from "../observe/admin/live-routes.js";
 import type { AdminServer } from "../observe/admin/server.js";
 import { AdminListenError, startAdmin } from "../observe/admin/start.js";
+import { LocalLive } from "../observe/live/local.js";
 import { createLogger } from "../observe/logger.js";
 import { formatAddress } from "../protocol/address.js";
 import { startControl } from "../server/control.js";
@@ -102,6 +104,9 @@ export async function serve(flags: ServeFlags): Promise<number> {
     const assembled = await assembleServer(config, state, load, log);
     ({ server, reloader } = assembled);
     const listening = await server.listen();
+    // The admin page's figures, counted from the first session; with workers, the primary asks.
+    const live = config.adminSettings ? new LocalLive(server, state) : undefined;
+    if (link && live) link.serveLive(live);
     if (link) {
       // The primary says when every worker listens, and runs the control socket.
       link.ready(listening);
@@ -141,6 +146,7 @@ export async function serve(flags: ServeFlags): Promise<number> {
         throw err;
       });
       admin = started.admin;
+      liveRoutes(admin, live!, log);
       log.info(
         { admin: formatAddress(started.address) },
         `admin listener on http://${formatAddress(started.address)}`,

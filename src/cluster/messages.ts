@@ -1,4 +1,5 @@
 import type { LoginEvent, LoginOutcome } from "../auth/login-guard.js";
+import type { LiveSnapshot, SessionView } from "../observe/live/view.js";
 import type { ListeningAddress } from "../server/server.js";
 
 /**
@@ -21,7 +22,11 @@ export type ToPrimary =
   | { ferry: "login"; id: number; client: string; user: string; method: string }
   | { ferry: "checked"; id: number; ok: boolean }
   | { ferry: "cancel"; id: number }
-  | { ferry: "reloaded"; id: number; ok: boolean; message: string };
+  | { ferry: "reloaded"; id: number; ok: boolean; message: string }
+  /** The admin page's figures of this worker (its own session ids); the answer to `live`. */
+  | { ferry: "live"; id: number; snapshot: LiveSnapshot }
+  /** The sessions an `end` ended. */
+  | { ferry: "ended"; id: number; ended: SessionView[] };
 
 export type ToWorker =
   | { ferry: "grant"; id: number; n: number }
@@ -32,6 +37,10 @@ export type ToWorker =
   | { ferry: "check"; id: number }
   | { ferry: "login"; id: number; outcome?: LoginOutcome; event?: LoginEvent; error?: string }
   | { ferry: "reload"; id: number; generation: number }
+  /** Send the admin page's figures (`live`). */
+  | { ferry: "live"; id: number }
+  /** End session `session` (this worker's id), or every session of `user`. */
+  | { ferry: "end"; id: number; session?: string; user?: string; reason: string }
   /** Stop accepting and drain (`now`: cut every session at once). */
   | { ferry: "stop"; now: boolean };
 
