@@ -1,6 +1,8 @@
 import cluster, { type Worker } from "node:cluster";
 import { EXIT_GRACE_MS, stopper } from "../cli/stop-signals.js";
 import type { Config } from "../config/schema.js";
+import type { AdminServer } from "../observe/admin/server.js";
+import { startAdmin } from "../observe/admin/start.js";
 import type { Logger } from "../observe/logger.js";
 import { formatAddress } from "../protocol/address.js";
 import { startControl } from "../server/control.js";
@@ -264,10 +266,35 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
     );
   }
 
+  // The admin listener is the primary's: one address for the whole pool.
+  let admin: AdminServer | undefined;
+  if (options.config.adminSettings) {
+    try {
+      const started = await startAdmin(
+        options.config.adminSettings,
+        () => (stopping ? "draining" : slots.some((s) => s.ready) ? undefined : "no worker listening"),
+        log,
+      );
+      admin = started.admin;
+      log.info(
+        { admin: formatAddress(started.address) },
+        `admin listener on http://${formatAddress(started.address)}`,
+      );
+    } catch (err) {
+      stopping = true;
+      await control?.close();
+      await stopWorkers(slots, (cb) => (onAllExited = cb));
+      process.stderr.write(`ferry: ${(err as Error).message}\n`);
+      return 1;
+    }
+  }
+
   return new Promise<number>((resolve) => {
     onAllExited = () => {
-      log.info("stopped");
-      resolve(0);
+      void (admin?.close() ?? Promise.resolve()).then(() => {
+        log.info("stopped");
+        resolve(0);
+      });
     };
     // The workers' own backstops come first; this one is for a worker that hangs.
     const { stop } = stopper(log, drainMs, EXIT_GRACE_MS * 2, {
