@@ -1,5 +1,8 @@
 import assert from "node:assert/strict";
+import http from "node:http";
 import { after, before, test } from "node:test";
+import { liveRoutes } from "../../src/observe/admin/live-routes.js";
+import { AdminServer } from "../../src/observe/admin/server.js";
 import type { DenialView, SessionView, UserRow } from "../../src/observe/live/view.js";
 import { type FerryWithPage, startFerryWithPage } from "../helpers/admin-page.js";
 import { startEchoServer, waitFor, within } from "../helpers/net.js";
@@ -231,4 +234,31 @@ test("a POST that could come from another site is refused, and ends nothing", as
   const ok = await asBrowser({ "x-ferry-admin": "1", origin: url.origin, "sec-fetch-site": "same-origin" });
   assert.equal(ok.status, 200);
   await client.waitClosed(10_000);
+});
+
+test("without a token, the page answers only requests addressed to loopback (no DNS rebinding)", async () => {
+  const admin = new AdminServer({ host: "127.0.0.1", port: 0 });
+  const routes = liveRoutes(admin, page.live);
+  const { port } = await admin.listen();
+  const statusFor = (host: string, to = port, headers: Record<string, string> = {}) =>
+    new Promise<number>((resolve, reject) => {
+      const options = { host: "127.0.0.1", port: to, path: "/api/sessions", headers: { host, ...headers } };
+      const req = http.get(options, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      req.on("error", reject);
+    });
+  try {
+    assert.equal(await statusFor("rebound.example:8080"), 403);
+    assert.equal(await statusFor(`127.0.0.1:${port}`), 200);
+    assert.equal(await statusFor(`localhost:${port}`), 200);
+    assert.equal(await statusFor(`[::1]:${port}`), 200);
+    // With a token the Host is not checked: the cookie and the token guard it.
+    const guarded = Number(new URL(page.base).port);
+    assert.equal(await statusFor("admin.example", guarded, { authorization: `Bearer ${page.token}` }), 200);
+  } finally {
+    routes.close();
+    await admin.close();
+  }
 });

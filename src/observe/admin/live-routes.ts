@@ -1,8 +1,9 @@
 import type http from "node:http";
+import { isLoopback } from "../../policy/addresses.js";
 import type { LiveSnapshot, LiveSource, SessionView } from "../live/view.js";
 import type { Logger } from "../logger.js";
 import { pageHeaders, pageHtml } from "./page.js";
-import { type AdminRequest, type AdminServer, plain } from "./server.js";
+import { type AdminHandler, type AdminRequest, type AdminServer, plain } from "./server.js";
 
 /**
  * The live admin page and its JSON API (docs/admin.md):
@@ -29,13 +30,17 @@ const MAX_REASON = 200;
 const MAX_STREAMS = 32;
 
 export function liveRoutes(
-  admin: AdminServer,
+  server: AdminServer,
   live: LiveSource,
   log?: Logger,
   options: LiveRoutesOptions = {},
 ): { close(): void } {
   const intervalMs = options.intervalMs ?? 1000;
   const maxSessions = options.maxSessions ?? 500;
+  const admin = {
+    route: (method: string, path: string, handler: AdminHandler) =>
+      server.route(method, path, guardHost(server, handler)),
+  };
 
   admin.route("GET", "/", (_req, res) => {
     res.writeHead(200, pageHeaders());
@@ -77,20 +82,23 @@ export function liveRoutes(
       // Proxies in between must not hold the stream back.
       "x-accel-buffering": "no",
     });
-    // A first snapshot at once, so the page fills before the first tick.
-    const s = await live.snapshot().catch(() => undefined);
-    res.write(`retry: ${Math.max(1000, intervalMs)}\n\n`);
-    if (s) res.write(eventData(s, maxSessions));
-    else if (last) res.write(last);
-    streams.add(res);
-    startTicking();
+    let gone = false;
     req.raw.socket.once("close", () => {
+      gone = true;
       streams.delete(res);
       if (streams.size === 0 && timer) {
         clearInterval(timer);
         timer = undefined;
       }
     });
+    // A first snapshot at once, so the page fills before the first tick.
+    const s = await live.snapshot().catch(() => undefined);
+    if (gone) return;
+    res.write(`retry: ${Math.max(1000, intervalMs)}\n\n`);
+    if (s) res.write(eventData(s, maxSessions));
+    else if (last) res.write(last);
+    streams.add(res);
+    startTicking();
   });
 
   admin.route("POST", "/api/sessions/end", async (req, res) => {
@@ -139,6 +147,29 @@ export function liveRoutes(
       streams.clear();
     },
   };
+}
+
+/**
+ * Without a token the listener is loopback only, but a page elsewhere could still reach it by
+ * DNS rebinding (its own name resolving to 127.0.0.1): then the Host header carries that name.
+ * So an unguarded listener answers only requests addressed to a loopback address or localhost.
+ */
+function guardHost(server: AdminServer, handler: AdminHandler): AdminHandler {
+  return (req, res) => {
+    if (!server.guarded && !loopbackHost(req.headers.host))
+      return plain(
+        res,
+        403,
+        "without admin.token the page answers only to a loopback address or localhost\n",
+      );
+    return handler(req, res);
+  };
+}
+
+function loopbackHost(host: string | undefined): boolean {
+  if (!host) return false;
+  const m = /^\[([^\]]+)\](?::\d+)?$/.exec(host) ?? /^([^:]+)(?::\d+)?$/.exec(host);
+  return m !== null && isLoopback(m[1]!.toLowerCase());
 }
 
 /**
