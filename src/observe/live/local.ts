@@ -38,13 +38,11 @@ export class LocalLive implements LiveSource {
     });
     server.on("session", (r) => {
       this.denials.session(r);
-      // Bytes of sessions that never got established (refused) are counted too: the ones it moved.
-      const t = this.ended.get(r.user ?? "");
-      if (t || r.bytesUp || r.bytesDown) {
-        const u = t ?? this.tally(r);
-        u.bytesUp += r.bytesUp;
-        u.bytesDown += r.bytesDown;
-      }
+      // A refused session moved nothing; one that did counts, established or not.
+      if (r.bytesUp === 0 && r.bytesDown === 0) return;
+      const t = this.tally(r);
+      t.bytesUp += r.bytesUp;
+      t.bytesDown += r.bytesDown;
     });
     server.on("refused", (r) => this.denials.refused(r));
     state.on("decision", (e) => this.denials.decision(e));

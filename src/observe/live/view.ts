@@ -82,7 +82,7 @@ export interface LiveSnapshot {
 /** Where the page's figures come from, and how it ends sessions. */
 export interface LiveSource {
   snapshot(): Promise<LiveSnapshot>;
-  /** Ends session `id`; false when none such is running. */
+  /** Ends session `id`; what it was, or undefined when no such session is running. */
   end(id: string, reason: string): Promise<SessionView | undefined>;
   /** Ends every running session of `user`; the ones it ended. */
   endUser(user: string, reason: string): Promise<SessionView[]>;
