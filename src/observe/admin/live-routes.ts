@@ -62,8 +62,13 @@ export function liveRoutes(
   const streams = new Set<http.ServerResponse>();
   let timer: NodeJS.Timeout | undefined;
   let last = "";
+  let busy = false;
   const tick = async (): Promise<void> => {
+    // A slow answer (a worker that does not reply) is not asked again while it is awaited.
+    if (busy) return;
+    busy = true;
     const s = await live.snapshot().catch(() => undefined);
+    busy = false;
     if (!s || streams.size === 0) return;
     const data = eventData(s, maxSessions);
     last = data;
