@@ -4,9 +4,11 @@ import { runPrimary } from "../cluster/primary.js";
 import { workerLink } from "../cluster/worker-link.js";
 import { ConfigError, loadConfig } from "../config/load.js";
 import type { FileConfig } from "../config/schema.js";
+import { liveRoutes } from "../observe/admin/live-routes.js";
 import { metricsRoute } from "../observe/admin/metrics-route.js";
 import type { AdminServer } from "../observe/admin/server.js";
 import { AdminListenError, startAdmin } from "../observe/admin/start.js";
+import { LocalLive } from "../observe/live/local.js";
 import { createLogger } from "../observe/logger.js";
 import { FerryMetrics } from "../observe/metrics.js";
 import { formatAddress } from "../protocol/address.js";
@@ -121,6 +123,9 @@ export async function serve(flags: ServeFlags): Promise<number> {
       metrics = new FerryMetrics(server, state, { processMetrics: true });
     }
     const listening = await server.listen();
+    // The admin page's figures, counted from the first session; with workers, the primary asks.
+    const live = config.adminSettings ? new LocalLive(server, state) : undefined;
+    if (link && live) link.serveLive(live);
     if (link) {
       // The primary says when every worker listens, and runs the control socket.
       link.ready(listening);
@@ -162,6 +167,7 @@ export async function serve(flags: ServeFlags): Promise<number> {
       admin = started.admin;
       const m = metrics!;
       metricsRoute(admin, () => m.text());
+      liveRoutes(admin, live!, log);
       log.info(
         { admin: formatAddress(started.address) },
         `admin listener on http://${formatAddress(started.address)}`,

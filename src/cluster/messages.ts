@@ -1,4 +1,5 @@
 import type { LoginEvent, LoginOutcome } from "../auth/login-guard.js";
+import type { LiveSnapshot, SessionView } from "../observe/live/view.js";
 import type { ListeningAddress } from "../server/server.js";
 
 /**
@@ -26,7 +27,11 @@ export type ToPrimary =
   | { ferry: "quotaAdd"; id: number; user: string; period: string; bytes: number }
   | { ferry: "quotaUsage"; id: number; period: string }
   /** The answer to a metrics request: prom-client's JSON of this worker's registry (none: not counted). */
-  | { ferry: "metrics"; id: number; metrics: unknown[] };
+  | { ferry: "metrics"; id: number; metrics: unknown[] }
+  /** The admin page's figures of this worker (its own session ids); the answer to `live`. */
+  | { ferry: "live"; id: number; snapshot: LiveSnapshot }
+  /** The sessions an `end` ended. */
+  | { ferry: "ended"; id: number; ended: SessionView[] };
 
 export type ToWorker =
   | { ferry: "grant"; id: number; n: number }
@@ -40,6 +45,10 @@ export type ToWorker =
   /** Answers to quotaAdd (the total after adding) and quotaUsage (user → bytes). */
   | { ferry: "quotaTotal"; id: number; total: number }
   | { ferry: "quotaUsage"; id: number; usage: Record<string, number> }
+  /** Send the admin page's figures (`live`). */
+  | { ferry: "live"; id: number }
+  /** End session `session` (this worker's id), or every session of `user`. */
+  | { ferry: "end"; id: number; session?: string; user?: string; reason: string }
   /** Stop accepting and drain (`now`: cut every session at once). */
   | { ferry: "stop"; now: boolean }
   /** Send this worker's metrics (for the primary's /metrics). */

@@ -1,6 +1,7 @@
 import cluster, { type Worker } from "node:cluster";
 import { EXIT_GRACE_MS, stopper } from "../cli/stop-signals.js";
 import type { Config } from "../config/schema.js";
+import { liveRoutes } from "../observe/admin/live-routes.js";
 import { metricsRoute } from "../observe/admin/metrics-route.js";
 import type { AdminServer } from "../observe/admin/server.js";
 import { startAdmin } from "../observe/admin/start.js";
@@ -13,6 +14,7 @@ import { Quotas } from "../server/quotas.js";
 import type { ReloadResult } from "../server/reload.js";
 import type { ListeningAddress } from "../server/server.js";
 import { LimitHost } from "./limit-host.js";
+import { ClusterLive } from "./live-host.js";
 import {
   GENERATION_ENV,
   isFerryMessage,
@@ -94,6 +96,17 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
   let stopping = false;
   let started = false;
   const replies = new Map<number, (m: ToPrimary) => void>();
+  // The admin page asks every running worker for its sessions.
+  const live = new ClusterLive(() =>
+    slots.map((s) => ({
+      index: s.index,
+      send: (m: ToWorker) => {
+        if (!s.ready || !s.worker?.isConnected()) return false;
+        s.worker.send(m);
+        return true;
+      },
+    })),
+  );
   let nextId = 1;
   let onStarted: ((failure?: string) => void) | undefined;
   let onAllExited: (() => void) | undefined;
@@ -147,6 +160,7 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
         replies.get(msg.id)?.(msg);
         return;
       }
+      if (live.receive(msg)) return;
       if (msg.ferry === "metrics") {
         metrics?.receive(worker, msg.id, msg.metrics);
         return;
@@ -315,6 +329,7 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
       );
       admin = started.admin;
       metricsRoute(admin, () => metrics.text());
+      liveRoutes(admin, live, log);
       log.info(
         { admin: formatAddress(started.address) },
         `admin listener on http://${formatAddress(started.address)}`,

@@ -1,3 +1,4 @@
+import type { LiveSource } from "../observe/live/view.js";
 import type { ReloadResult } from "../server/reload.js";
 import type { ListeningAddress } from "../server/server.js";
 import {
@@ -30,6 +31,8 @@ export interface WorkerLink {
     /** This worker's metrics as prom-client's JSON, when it counts them (admin: is set). */
     metrics?: () => Promise<unknown[]>;
   }): void;
+  /** Answers the primary's questions for the admin page from `live`. */
+  serveLive(live: LiveSource): void;
   /** Lets go of the channel, so the process can exit. */
   close(): void;
 }
@@ -74,6 +77,19 @@ export function workerLink(): WorkerLink {
           void handlers
             .reload(m.generation)
             .then((r) => send({ ferry: "reloaded", id: m.id, ok: r.ok, message: r.message }));
+        }
+      });
+    },
+    serveLive(live) {
+      listeners.push((m) => {
+        if (m?.ferry === "live") {
+          void live.snapshot().then((snapshot) => send({ ferry: "live", id: m.id, snapshot }));
+        } else if (m?.ferry === "end") {
+          const ended =
+            m.session !== undefined
+              ? live.end(m.session, m.reason).then((v) => (v ? [v] : []))
+              : live.endUser(m.user ?? "", m.reason);
+          void ended.then((list) => send({ ferry: "ended", id: m.id, ended: list }));
         }
       });
     },
