@@ -1,6 +1,7 @@
 import cluster, { type Worker } from "node:cluster";
 import { EXIT_GRACE_MS, stopper } from "../cli/stop-signals.js";
 import type { Config } from "../config/schema.js";
+import { ev } from "../observe/events.js";
 import type { Logger } from "../observe/logger.js";
 import { formatAddress } from "../protocol/address.js";
 import { startControl } from "../server/control.js";
@@ -103,7 +104,7 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
         slot.listening = msg.listening;
         if (started) {
           log.info(
-            { workerIndex: slot.index, workerPid: pid },
+            ev("worker.listen", { workerIndex: slot.index, workerPid: pid }),
             `worker ${slot.index} (pid ${pid}) listening`,
           );
           if (slot.generation < generation) void catchUp(slot);
@@ -115,7 +116,7 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
         if (!started) onStarted?.(msg.message);
         else
           log.error(
-            { workerIndex: slot.index, workerPid: pid },
+            ev("worker.fail", { workerIndex: slot.index, workerPid: pid }),
             `worker ${slot.index} could not start: ${msg.message}`,
           );
         return;
@@ -143,7 +144,7 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
       slot.crashes = lived < STABLE_MS ? slot.crashes + 1 : 0;
       const pause = slot.crashes === 0 ? 0 : Math.min(RESTART_PAUSE_MAX_MS, 500 * 2 ** (slot.crashes - 1));
       log.error(
-        { workerIndex: slot.index, workerPid: pid, code, signal },
+        ev("worker.exit", { workerIndex: slot.index, workerPid: pid, code, signal }),
         `worker ${slot.index} (pid ${pid}) exited (${signal ?? `code ${code}`}); the other workers' sessions go on; starting another${pause ? ` in ${pause} ms` : ""}`,
       );
       setTimeout(() => {
@@ -182,10 +183,13 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
   const catchUp = async (slot: Slot): Promise<void> => {
     const r = await reloadOne(slot, generation);
     if (r.ok)
-      log.info({ workerIndex: slot.index }, `worker ${slot.index} took the last reload: ${r.message}`);
+      log.info(
+        ev("worker.reload.ok", { workerIndex: slot.index }),
+        `worker ${slot.index} took the last reload: ${r.message}`,
+      );
     else
       log.error(
-        { workerIndex: slot.index },
+        ev("worker.reload.fail", { workerIndex: slot.index }),
         `worker ${slot.index} did not take the last reload: ${r.message}`,
       );
   };
@@ -193,14 +197,14 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
   let reloads: Promise<unknown> = Promise.resolve();
   const reloadAll = (why: string): Promise<ReloadResult> => {
     const next = reloads.then(async (): Promise<ReloadResult> => {
-      log.info(`${why}: reloading the configuration`);
+      log.info(ev("reload.start", { trigger: why }), `${why}: reloading the configuration`);
       const none = { opened: [], closed: [] };
       // Checked here first, so a bad file is refused once, before any worker sees it.
       try {
         await load();
       } catch (err) {
         const message = `reload refused, the running configuration stays: ${(err as Error).message}`;
-        log.error(message);
+        log.error(ev("reload.fail"), message);
         return { ok: false, message, ...none };
       }
       const gen = ++generation;
@@ -208,11 +212,11 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
       const failed = answers.flatMap((a, i) => (a.ok ? [] : [`worker ${slots[i]!.index}: ${a.message}`]));
       if (failed.length === 0) {
         const message = `${answers[0]!.message} (in all ${workers} workers)`;
-        log.info(message);
+        log.info(ev("reload.ok"), message);
         return { ok: true, message, ...none };
       }
       const message = `reload not taken everywhere: ${failed.join("; ")}`;
-      log.error(message);
+      log.error(ev("reload.fail"), message);
       return { ok: false, message, ...none };
     });
     reloads = next.catch(() => {});
@@ -243,9 +247,10 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
   // They share every socket: the first worker's addresses are everyone's.
   const where = slots[0]!.listening.map((b) => formatAddress(b));
   const fdWarning = fdShortfall(options.config);
-  if (fdWarning) log.warn({ fdLimit: readFdLimit(), fdsNeeded: fdsNeeded(options.config) }, fdWarning);
+  if (fdWarning)
+    log.warn(ev("fd.short", { fdLimit: readFdLimit(), fdsNeeded: fdsNeeded(options.config) }), fdWarning);
   log.info(
-    { listen: where, workers, workerPids: slots.map((s) => s.worker?.process.pid) },
+    ev("listen", { listen: where, workers, workerPids: slots.map((s) => s.worker?.process.pid) }),
     `ferry listening on ${where.join(", ")} with ${workers} workers`,
   );
 
@@ -260,13 +265,14 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
       return 1;
     }
     log.info(
+      ev("control.listen", { control: options.control }),
       `control socket ${options.control}: \`ferry reload --control ${options.control}\` reloads the configuration`,
     );
   }
 
   return new Promise<number>((resolve) => {
     onAllExited = () => {
-      log.info("stopped");
+      log.info(ev("shutdown.done"), "stopped");
       resolve(0);
     };
     // The workers' own backstops come first; this one is for a worker that hangs.
@@ -274,7 +280,7 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
       drain: (signal) => {
         stopping = true;
         log.info(
-          { workers: slots.filter((s) => s.worker).length },
+          ev("shutdown.start", { signal, workers: slots.filter((s) => s.worker).length }),
           `${signal}: no longer accepting; draining every worker`,
         );
         process.off("SIGHUP", onHup);
@@ -288,7 +294,7 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
       overdue: () => {
         const left = slots.filter((s) => s.worker);
         log.error(
-          { workerPids: left.map((s) => s.worker?.process.pid) },
+          ev("shutdown.overdue", { workerPids: left.map((s) => s.worker?.process.pid) }),
           `${left.length} workers still running ${EXIT_GRACE_MS} ms after their sessions were cut: killing them`,
         );
         for (const s of left) s.worker?.process.kill("SIGKILL");

@@ -47,6 +47,12 @@ export async function loadConfig(sources: ConfigSources = {}): Promise<Config> {
   if (sources.file && full.control && fromFile.control === full.control) {
     full.control = path.resolve(path.dirname(sources.file), full.control);
   }
+  if (sources.file && full.log.file) {
+    full.log = {
+      ...full.log,
+      file: { ...full.log.file, path: path.resolve(path.dirname(sources.file), full.log.file.path) },
+    };
+  }
   if (sources.file && lines) {
     full.origin = {
       file: sources.file,

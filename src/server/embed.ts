@@ -52,7 +52,7 @@ export async function assembleServer(
   const context = await buildContext(config, state);
   const server = new FerryServer(context);
   if (log) {
-    logSessions(server, log);
+    logSessions(server, log, { starts: config.log.sessionStart });
     logPolicy(state, log);
   }
   return { server, reloader: new Reloader(server, load, state), context };
