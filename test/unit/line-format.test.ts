@@ -315,3 +315,11 @@ test("with starts off, a session is one line", () => {
     ["session.end"],
   );
 });
+
+test("with workers each process has its own log file; the primary and a single process keep the name", async () => {
+  const { processLogPath } = await import("../../src/observe/outputs.js");
+  assert.equal(processLogPath("/var/log/ferry/ferry.log", "single"), "/var/log/ferry/ferry.log");
+  assert.equal(processLogPath("/var/log/ferry/ferry.log", "primary"), "/var/log/ferry/ferry.log");
+  assert.equal(processLogPath("/var/log/ferry/ferry.log", 2), "/var/log/ferry/ferry.worker2.log");
+  assert.equal(processLogPath("/var/log/ferry.d/audit", 1), "/var/log/ferry.d/audit.worker1.log");
+});
