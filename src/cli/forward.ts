@@ -2,6 +2,7 @@ import { once } from "node:events";
 import net from "node:net";
 import { connect } from "../client/connect.js";
 import { describeHop } from "../client/proxy.js";
+import { ev } from "../observe/events.js";
 import { createLogger, type LoggerOptions } from "../observe/logger.js";
 import { formatAddress } from "../protocol/address.js";
 import { chainFromFlags } from "./proxy-option.js";
@@ -77,7 +78,7 @@ export async function forwardTool(specs: string[], flags: ForwardFlags): Promise
           remote.on("close", () => {
             client.destroy();
             log.info(
-              { id, from, target, bytesUp: up, bytesDown: down, ms: Date.now() - started },
+              ev("forward.end", { id, from, target, bytesUp: up, bytesDown: down, ms: Date.now() - started }),
               "forward closed",
             );
           });
@@ -86,7 +87,10 @@ export async function forwardTool(specs: string[], flags: ForwardFlags): Promise
           client.resume();
         },
         (err: Error & { hop?: number }) => {
-          log.warn({ id, from, target, hop: err.hop, error: err.message }, "forward failed");
+          log.warn(
+            ev("forward.fail", { id, from, target, hop: err.hop, error: err.message }),
+            "forward failed",
+          );
           client.destroy();
         },
       );
@@ -102,7 +106,10 @@ export async function forwardTool(specs: string[], flags: ForwardFlags): Promise
       );
     }
     const a = server.address() as net.AddressInfo;
-    log.info({ listen: formatAddress({ host: a.address, port: a.port }), target, via }, "forwarding");
+    log.info(
+      ev("forward.listen", { listen: formatAddress({ host: a.address, port: a.port }), target, via }),
+      "forwarding",
+    );
     servers.push(server);
   }
   await new Promise<void>((resolve) => {

@@ -8,8 +8,9 @@ import { liveRoutes } from "../observe/admin/live-routes.js";
 import { metricsRoute } from "../observe/admin/metrics-route.js";
 import type { AdminServer } from "../observe/admin/server.js";
 import { AdminListenError, startAdmin } from "../observe/admin/start.js";
+import { ev } from "../observe/events.js";
 import { LocalLive } from "../observe/live/local.js";
-import { createLogger } from "../observe/logger.js";
+import { closeLogger, createLogger } from "../observe/logger.js";
 import { FerryMetrics } from "../observe/metrics.js";
 import { formatAddress } from "../protocol/address.js";
 import { startControl } from "../server/control.js";
@@ -84,22 +85,23 @@ export async function serve(flags: ServeFlags): Promise<number> {
     const load = () => loadConfig({ file: flags.config, overrides, inlineUsers });
     const config = await load();
     const workers = link?.count ?? workerCount(config.workers);
-    if (flags.logLevel === undefined || flags.logFormat === undefined || workers > 1) {
+    const outputs = config.log.file ? config.log : undefined;
+    if (flags.logLevel === undefined || flags.logFormat === undefined || workers > 1 || outputs) {
       log = createLogger({
         level: flags.logLevel ?? config.log.level,
         format: flags.logFormat ?? config.log.format,
+        outputs,
+        process: workers > 1 ? (link?.index ?? "primary") : "single",
         // Processes sharing stderr: each line says whose it is, and is written whole.
         ...(workers > 1 && { fields: { worker: link?.index ?? "primary", pid: process.pid }, sync: true }),
       });
     }
     if (!link && workers > 1) {
-      return await runPrimary({
-        load,
-        config,
-        log,
-        workers,
-        control: flags.control ?? config.control,
-      });
+      try {
+        return await runPrimary({ load, config, log, workers, control: flags.control ?? config.control });
+      } finally {
+        await closeLogger(log);
+      }
     }
     // With `state: { redis }` each worker is an instance of its own in Redis, quotas included;
     // without, a worker's limits and quota counts go to its primary, which keeps the state file.
@@ -135,13 +137,14 @@ export async function serve(flags: ServeFlags): Promise<number> {
     // One line when the limits cannot all be met; after listening, so a failure to start stays
     // the one line it is.
     const fdWarning = fdShortfall(config);
-    if (fdWarning) log.warn({ fdLimit: readFdLimit(), fdsNeeded: fdsNeeded(config) }, fdWarning);
+    if (fdWarning)
+      log.warn(ev("fd.short", { fdLimit: readFdLimit(), fdsNeeded: fdsNeeded(config) }), fdWarning);
     log.info(
-      { listen: where, auth: assembled.context.methods.map((m) => m.name) },
+      ev("listen", { listen: where, auth: assembled.context.methods.map((m) => m.name) }),
       `ferry listening on ${where.join(", ")}`,
     );
     const gssapi = gssapiStatus();
-    log.info({ gssapi: gssapi.available }, gssapi.line);
+    log.info(ev("gssapi.status", { gssapi: gssapi.available }), gssapi.line);
     const controlPath = flags.control ?? config.control;
     if (controlPath) {
       try {
@@ -151,6 +154,7 @@ export async function serve(flags: ServeFlags): Promise<number> {
         throw new ListenError((err as Error).message);
       }
       log.info(
+        ev("control.listen", { control: controlPath }),
         `control socket ${controlPath}: \`ferry reload --control ${controlPath}\` reloads the configuration`,
       );
     }
@@ -169,7 +173,7 @@ export async function serve(flags: ServeFlags): Promise<number> {
       metricsRoute(admin, () => m.text());
       liveRoutes(admin, live!, log);
       log.info(
-        { admin: formatAddress(started.address) },
+        ev("admin.listen", { admin: formatAddress(started.address) }),
         `admin listener on http://${formatAddress(started.address)}`,
       );
     }
@@ -184,11 +188,12 @@ export async function serve(flags: ServeFlags): Promise<number> {
   return await run();
 
   async function reloadNow(why: string) {
-    log.info(`${why}: reloading the configuration`);
+    log.info(ev("reload.start", { trigger: why }), `${why}: reloading the configuration`);
     const result = await reloader.reload();
     metrics?.reloaded(result.ok);
-    if (result.ok) log.info({ opened: result.opened, closed: result.closed }, result.message);
-    else log.error(result.message);
+    if (result.ok)
+      log.info(ev("reload.ok", { opened: result.opened, closed: result.closed }), result.message);
+    else log.error(ev("reload.fail"), result.message);
     return result;
   }
 
@@ -198,7 +203,7 @@ export async function serve(flags: ServeFlags): Promise<number> {
       const { stop } = stopper(log, drainMs, EXIT_GRACE_MS, {
         drain: (signal) => {
           log.info(
-            { sessions: server.activeSessions },
+            ev("shutdown.start", { signal, sessions: server.activeSessions }),
             `${signal}: no longer accepting; draining live sessions`,
           );
           process.off("SIGHUP", onHup);
@@ -208,19 +213,23 @@ export async function serve(flags: ServeFlags): Promise<number> {
             // Every count sent to the primary, or written to the quota state file.
             await state.quotas
               .close()
-              .catch((err: Error) => log.error(`quota counts not saved: ${err.message}`));
+              .catch((err: Error) =>
+                log.error(ev("quota.warning"), `quota counts not saved: ${err.message}`),
+              );
             await admin?.close();
-            log.info("stopped");
-            log.flush?.();
-            // A worker's channel to the primary would keep it alive.
-            link?.close();
-            resolve(0);
+            log.info(ev("shutdown.done"), "stopped");
+            // The file output writes what it holds before the process may end.
+            void closeLogger(log).then(() => {
+              // A worker's channel to the primary would keep it alive.
+              link?.close();
+              resolve(0);
+            });
           });
         },
         cut: () => void server.close(0),
         overdue: () =>
           log.error(
-            { sessions: server.activeSessions },
+            ev("shutdown.overdue", { sessions: server.activeSessions }),
             `still running ${EXIT_GRACE_MS} ms after the sessions were cut: exiting anyway`,
           ),
       });

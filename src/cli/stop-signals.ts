@@ -1,3 +1,4 @@
+import { ev } from "../observe/events.js";
 import type { Logger } from "../observe/logger.js";
 
 /** A second stop signal sooner than this is a duplicate delivery, not a request to cut sessions. */
@@ -50,11 +51,14 @@ export function stopper(
       return;
     }
     if (!now && Date.now() - (stoppingSince ?? 0) < REPEAT_SIGNAL_MS) {
-      log.debug(`${signal} repeated within ${REPEAT_SIGNAL_MS} ms: taken as the same stop`);
+      log.debug(
+        ev("shutdown.repeat", { signal }),
+        `${signal} repeated within ${REPEAT_SIGNAL_MS} ms: taken as the same stop`,
+      );
       return;
     }
     stoppingSince ??= Date.now();
-    log.warn(`${signal} during the drain: closing every session now`);
+    log.warn(ev("shutdown.cut", { signal }), `${signal} during the drain: closing every session now`);
     exitAfter(graceMs);
     actions.cut(signal);
   };

@@ -5,6 +5,7 @@ import { liveRoutes } from "../observe/admin/live-routes.js";
 import { metricsRoute } from "../observe/admin/metrics-route.js";
 import type { AdminServer } from "../observe/admin/server.js";
 import { startAdmin } from "../observe/admin/start.js";
+import { ev } from "../observe/events.js";
 import type { Logger } from "../observe/logger.js";
 import { formatAddress } from "../protocol/address.js";
 import { startControl } from "../server/control.js";
@@ -75,7 +76,7 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
   // The workers' quota counts are kept here, and in the state file (docs/quotas.md).
   const quotaStore = new LocalQuotaStore();
   const quotas = new Quotas(quotaStore, { persist: true });
-  quotas.on("warning", (m) => log.warn(m));
+  quotas.on("warning", (m) => log.warn(ev("quota.warning"), m));
   try {
     await quotas.prepare(options.config);
   } catch (err) {
@@ -139,7 +140,7 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
         slot.listening = msg.listening;
         if (started) {
           log.info(
-            { workerIndex: slot.index, workerPid: pid },
+            ev("worker.listen", { workerIndex: slot.index, workerPid: pid }),
             `worker ${slot.index} (pid ${pid}) listening`,
           );
           if (slot.generation < generation) void catchUp(slot);
@@ -151,7 +152,7 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
         if (!started) onStarted?.(msg.message);
         else
           log.error(
-            { workerIndex: slot.index, workerPid: pid },
+            ev("worker.fail", { workerIndex: slot.index, workerPid: pid }),
             `worker ${slot.index} could not start: ${msg.message}`,
           );
         return;
@@ -187,7 +188,7 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
       slot.crashes = lived < STABLE_MS ? slot.crashes + 1 : 0;
       const pause = slot.crashes === 0 ? 0 : Math.min(RESTART_PAUSE_MAX_MS, 500 * 2 ** (slot.crashes - 1));
       log.error(
-        { workerIndex: slot.index, workerPid: pid, code, signal },
+        ev("worker.exit", { workerIndex: slot.index, workerPid: pid, code, signal }),
         `worker ${slot.index} (pid ${pid}) exited (${signal ?? `code ${code}`}); the other workers' sessions go on; starting another${pause ? ` in ${pause} ms` : ""}`,
       );
       setTimeout(() => {
@@ -226,10 +227,13 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
   const catchUp = async (slot: Slot): Promise<void> => {
     const r = await reloadOne(slot, generation);
     if (r.ok)
-      log.info({ workerIndex: slot.index }, `worker ${slot.index} took the last reload: ${r.message}`);
+      log.info(
+        ev("worker.reload.ok", { workerIndex: slot.index }),
+        `worker ${slot.index} took the last reload: ${r.message}`,
+      );
     else
       log.error(
-        { workerIndex: slot.index },
+        ev("worker.reload.fail", { workerIndex: slot.index }),
         `worker ${slot.index} did not take the last reload: ${r.message}`,
       );
   };
@@ -237,7 +241,7 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
   let reloads: Promise<unknown> = Promise.resolve();
   const reloadAll = (why: string): Promise<ReloadResult> => {
     const next = reloads.then(async (): Promise<ReloadResult> => {
-      log.info(`${why}: reloading the configuration`);
+      log.info(ev("reload.start", { trigger: why }), `${why}: reloading the configuration`);
       const none = { opened: [], closed: [] };
       // Checked here first, so a bad file is refused once, before any worker sees it.
       let config: Config;
@@ -246,7 +250,7 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
         await quotas.prepare(config);
       } catch (err) {
         const message = `reload refused, the running configuration stays: ${(err as Error).message}`;
-        log.error(message);
+        log.error(ev("reload.fail"), message);
         metrics?.own.reloaded(false);
         return { ok: false, message, ...none };
       }
@@ -257,12 +261,12 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
       if (answers.some((a) => a.ok)) quotas.adopt(config);
       if (failed.length === 0) {
         const message = `${answers[0]!.message} (in all ${workers} workers)`;
-        log.info(message);
+        log.info(ev("reload.ok"), message);
         metrics?.own.reloaded(true);
         return { ok: true, message, ...none };
       }
       const message = `reload not taken everywhere: ${failed.join("; ")}`;
-      log.error(message);
+      log.error(ev("reload.fail"), message);
       metrics?.own.reloaded(false);
       return { ok: false, message, ...none };
     });
@@ -294,9 +298,10 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
   // They share every socket: the first worker's addresses are everyone's.
   const where = slots[0]!.listening.map((b) => formatAddress(b));
   const fdWarning = fdShortfall(options.config);
-  if (fdWarning) log.warn({ fdLimit: readFdLimit(), fdsNeeded: fdsNeeded(options.config) }, fdWarning);
+  if (fdWarning)
+    log.warn(ev("fd.short", { fdLimit: readFdLimit(), fdsNeeded: fdsNeeded(options.config) }), fdWarning);
   log.info(
-    { listen: where, workers, workerPids: slots.map((s) => s.worker?.process.pid) },
+    ev("listen", { listen: where, workers, workerPids: slots.map((s) => s.worker?.process.pid) }),
     `ferry listening on ${where.join(", ")} with ${workers} workers`,
   );
 
@@ -311,6 +316,7 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
       return 1;
     }
     log.info(
+      ev("control.listen", { control: options.control }),
       `control socket ${options.control}: \`ferry reload --control ${options.control}\` reloads the configuration`,
     );
   }
@@ -331,7 +337,7 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
       metricsRoute(admin, () => metrics.text());
       liveRoutes(admin, live, log);
       log.info(
-        { admin: formatAddress(started.address) },
+        ev("admin.listen", { admin: formatAddress(started.address) }),
         `admin listener on http://${formatAddress(started.address)}`,
       );
     } catch (err) {
@@ -348,10 +354,10 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
       // The workers sent their last counts as they stopped: all of them go in the state file.
       void quotas
         .close()
-        .catch((err: Error) => log.error(`quota counts not saved: ${err.message}`))
+        .catch((err: Error) => log.error(ev("quota.warning"), `quota counts not saved: ${err.message}`))
         .then(() => admin?.close())
         .then(() => {
-          log.info("stopped");
+          log.info(ev("shutdown.done"), "stopped");
           resolve(0);
         });
     };
@@ -360,7 +366,7 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
       drain: (signal) => {
         stopping = true;
         log.info(
-          { workers: slots.filter((s) => s.worker).length },
+          ev("shutdown.start", { signal, workers: slots.filter((s) => s.worker).length }),
           `${signal}: no longer accepting; draining every worker`,
         );
         process.off("SIGHUP", onHup);
@@ -374,7 +380,7 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
       overdue: () => {
         const left = slots.filter((s) => s.worker);
         log.error(
-          { workerPids: left.map((s) => s.worker?.process.pid) },
+          ev("shutdown.overdue", { workerPids: left.map((s) => s.worker?.process.pid) }),
           `${left.length} workers still running ${EXIT_GRACE_MS} ms after their sessions were cut: killing them`,
         );
         for (const s of left) s.worker?.process.kill("SIGKILL");

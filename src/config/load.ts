@@ -67,6 +67,12 @@ export async function loadConfig(sources: ConfigSources = {}): Promise<Config> {
   const quota = full.limits.quota;
   if (quota)
     full.limits = { ...full.limits, quota: { ...quota, stateFile: quotaStateFile(quota, sources.file) } };
+  if (sources.file && full.log.file) {
+    full.log = {
+      ...full.log,
+      file: { ...full.log.file, path: path.resolve(path.dirname(sources.file), full.log.file.path) },
+    };
+  }
   if (sources.file && lines) {
     full.origin = {
       file: sources.file,

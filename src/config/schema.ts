@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { logSchema } from "../observe/log-config.js";
 import { type AdminSettings, adminSchema } from "./admin.js";
 import { durationSchema as duration, via } from "./fields.js";
 import { listenEntrySchema } from "./listen-schema.js";
@@ -66,12 +67,8 @@ export const configSchema = z.strictObject({
   allowOpenProxy: z.boolean().default(false),
   /** Ports for BIND listeners and UDP relay sockets, "LOW-HIGH". Default: the system picks. */
   relayPorts: portRange.optional(),
-  log: z
-    .strictObject({
-      level: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).default("info"),
-      format: z.enum(["json", "pretty"]).optional(),
-    })
-    .prefault({}),
+  /** Level, stderr format, file and syslog outputs (docs/logging.md). */
+  log: logSchema,
   timeouts: z
     .strictObject({
       /** From accept until the request is read (greeting, authentication, request). */

@@ -6,6 +6,7 @@ export function logPolicy(state: ServerState, log: Logger): void {
   state.on("decision", (e) => {
     const d = e.decision;
     const line = {
+      event: d.verdict === "allow" ? "policy.allow" : "policy.deny",
       stage: e.stage,
       client: e.client,
       user: e.user,
@@ -22,6 +23,7 @@ export function logPolicy(state: ServerState, log: Logger): void {
   });
   state.logins.on("login", (e) => {
     const line = {
+      event: e.ok ? "auth.ok" : "auth.fail",
       client: e.client,
       user: e.user,
       method: e.method,

@@ -1,19 +1,52 @@
+import type { SessionRecord } from "../server/context.js";
 import type { FerryServer } from "../server/server.js";
 import type { Logger } from "./logger.js";
 
-/** One line per session when it ends, one per refused connection, one a second at most when out of descriptors. */
-export function logSessions(server: FerryServer, parent: Logger): void {
+/** `client` as one field: the address and port, an IPv6 address in brackets. */
+const clientField = (r: SessionRecord): string =>
+  `${r.client.includes(":") ? `[${r.client}]` : r.client}:${r.clientPort}`;
+
+export interface SessionLogOptions {
+  /** A `session.start` line when the request has been read (default true). */
+  starts?: boolean;
+}
+
+/**
+ * One line per session when its request has been read and one when it ends, one per refused
+ * connection, one a second at most when out of descriptors.
+ */
+export function logSessions(server: FerryServer, parent: Logger, options: SessionLogOptions = {}): void {
   // These lines carry no secret (no field is a password or holds one), so they skip the
   // redaction every other line gets: a quarter of an info line's cost, paid once per session.
   // The control-character escaping (a stream hook) still applies.
   const log = parent.child({}, { redact: [] });
+  if (options.starts !== false) {
+    server.on("established", (r) => {
+      if (!log.isLevelEnabled("info")) return;
+      const line = {
+        event: "session.start",
+        session: r.id,
+        client: clientField(r),
+        protocol: r.protocol,
+        method: r.method,
+        user: r.user,
+        protection: r.protection,
+        ident: r.ident,
+        command: r.command,
+        target: r.target,
+        rule: r.rule,
+      };
+      log.info(line, "session started");
+    });
+  }
   server.on("session", (r) => {
     const ok = r.reply === 0 || r.reply === 90;
     // A clean session is an info line: below the level (warn, say), nothing is built for it.
     if (ok && !log.isLevelEnabled("info")) return;
     const line = {
+      event: "session.end",
       session: r.id,
-      client: `${r.client.includes(":") ? `[${r.client}]` : r.client}:${r.clientPort}`,
+      client: clientField(r),
       proxy: r.proxy,
       protocol: r.protocol,
       method: r.method,
@@ -43,7 +76,13 @@ export function logSessions(server: FerryServer, parent: Logger): void {
   });
   server.on("refused", (r) => {
     log.warn(
-      { client: r.client, clientPort: r.clientPort, proxy: r.proxy },
+      {
+        event: "connection.refused",
+        client: r.client,
+        clientPort: r.clientPort,
+        proxy: r.proxy,
+        reason: r.reason,
+      },
       `connection refused: ${r.reason}`,
     );
   });
@@ -55,7 +94,13 @@ export function logSessions(server: FerryServer, parent: Logger): void {
         ? `accept failed at ${limit}: not accepting for ${e.pausedMs} ms`
         : `at ${limit}: closed ${e.closed} new connection${e.closed === 1 ? "" : "s"} at accept`;
     log.warn(
-      { fdLimit: e.limit, connections: e.connections, closed: e.closed, pausedMs: e.pausedMs },
+      {
+        event: "fd.exhausted",
+        fdLimit: e.limit,
+        connections: e.connections,
+        closed: e.closed,
+        pausedMs: e.pausedMs,
+      },
       `${what} (${e.connections} open); more are served as these close. Raise the limit (ulimit -n, or LimitNOFILE= in a systemd unit)`,
     );
   });

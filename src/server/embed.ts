@@ -58,7 +58,7 @@ export async function assembleServer(
   const server = new FerryServer(context);
   cutOverQuota(server, state);
   if (log) {
-    logSessions(server, log);
+    logSessions(server, log, { starts: config.log.sessionStart });
     logPolicy(state, log);
     logQuotas(state, log);
     if (config.state) logSharedState(state.store, config.state.redis, log);

@@ -6,7 +6,7 @@
 export { gssapiAvailable } from "../auth/gssapi-native.js";
 export { ConfigError, loadConfig } from "../config/load.js";
 export type { Config, FileConfig } from "../config/schema.js";
-export { createLogger, type Logger, type LoggerOptions } from "../observe/logger.js";
+export { closeLogger, createLogger, type Logger, type LoggerOptions } from "../observe/logger.js";
 export { type FerryHandle, type StartServerOptions, startServer } from "./embed.js";
 export type { ReloadResult } from "./reload.js";
 export {

@@ -1,6 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { ConfigError } from "../config/load.js";
 import type { Config } from "../config/schema.js";
+import { ev } from "../observe/events.js";
 import type { Logger } from "../observe/logger.js";
 import type { LimitStore } from "../server/limit-store.js";
 import { Quotas } from "../server/quotas.js";
@@ -62,10 +63,13 @@ export function logSharedState(store: LimitStore, url: string, log: Logger): voi
   const tell = () => {
     const s = store.status;
     if (s.shared) {
-      log.info({ redis: where, shared: true }, `shared state: Redis at ${where} answers; limits are shared`);
+      log.info(
+        ev("state.shared", { redis: where, shared: true as const }),
+        `shared state: Redis at ${where} answers; limits are shared`,
+      );
     } else {
       log.warn(
-        { redis: where, shared: false, error: s.error },
+        ev("state.unshared", { redis: where, shared: false as const, error: s.error }),
         `shared state: Redis at ${where} is unreachable (${s.error}); serving with this instance's own limits ` +
           "(session caps, bandwidth and login throttling count only its own clients) until it answers again: " +
           "check that Redis runs and this host can reach it",

@@ -147,8 +147,7 @@ export async function spawnFerry(options: SpawnFerryOptions = {}): Promise<Ferry
     };
   }
   const logs = (): LogLine[] => parseLines(daemon.output());
-  const sessions = (): SessionLine[] =>
-    logs().filter((l): l is SessionLine => typeof (l as { session?: unknown }).session === "number");
+  const sessions = (): SessionLine[] => logs().filter((l): l is SessionLine => l.event === "session.end");
   return {
     ...daemon,
     url: `socks5h://${hostPart}:${daemon.port}`,

@@ -111,7 +111,7 @@ test("a session through the proxy appears on the page, its bytes grow, and 'end'
   await row.waitFor({ state: "detached" });
   assert.match((await page.locator("#message").textContent()) ?? "", /ended 1 session/);
   assert.ok(
-    ferry.logs.some((l) => l.admin === "end-session" && l.session === id),
+    ferry.logs.some((l) => l.event === "admin.session.end" && l.session === id),
     "the action is logged",
   );
   await page.context().close();

@@ -98,7 +98,7 @@ test("ending a session closes the client's connection, names the reason in the r
   const ended = await within(record, 10_000, "the session record");
   assert.equal(ended.id, Number(listed.id));
   assert.equal(ended.reason, "ended from the admin page");
-  const line = page.logs.find((l) => l.admin === "end-session");
+  const line = page.logs.find((l) => l.event === "admin.session.end");
   assert.ok(line, "the admin action is logged");
   assert.equal(line.session, listed.id);
   assert.equal(line.user, "alice");
@@ -122,7 +122,7 @@ test("ending a user's sessions ends all of theirs and no one else's", async () =
     ["bob"],
   );
   assert.ok(!b.closed && !b.ended, "bob's session runs on");
-  const line = page.logs.find((l) => l.admin === "end-user");
+  const line = page.logs.find((l) => l.event === "admin.user.end");
   assert.match(line?.msg ?? "", /ended 2 sessions of user alice: quota talk/);
   b.destroy();
   await waitFor(() => [...page.ferry.server.sessions()].length === 0, 10_000, "bob's session to end");

@@ -4,6 +4,7 @@ import net from "node:net";
 import { Writable } from "node:stream";
 import { test } from "node:test";
 import pino from "pino";
+import { logLineSchema } from "../../src/observe/log-schema.js";
 import { logSessions } from "../../src/observe/session-log.js";
 import { addressOf } from "../../src/protocol/address.js";
 import { encodeUdpDatagram, parseUdpDatagram } from "../../src/protocol/udp.js";
@@ -19,7 +20,7 @@ function memoryLogger(): { log: pino.Logger; lines: Record<string, unknown>[] } 
       done();
     },
   });
-  return { log: pino({ base: undefined }, sink), lines };
+  return { log: pino({ base: { pid: process.pid, hostname: "test" } }, sink), lines };
 }
 
 test("the end-of-session line carries datagrams and bytes each way for UDP, and the peer for BIND", async () => {
@@ -55,7 +56,9 @@ test("the end-of-session line carries datagrams and bytes each way for UDP, and 
     peer.destroy();
     await record;
 
-    const [udpLine, bindLine] = lines;
+    // Every line fits the documented schema (docs/logging.md); the end lines are checked below.
+    for (const l of lines) logLineSchema.parse(l);
+    const [udpLine, bindLine] = lines.filter((l) => l.event === "session.end");
     assert.equal(udpLine?.command, "udp");
     assert.equal(udpLine?.datagramsUp, 1);
     assert.equal(udpLine?.datagramsDown, 1);

@@ -1,5 +1,6 @@
 import type http from "node:http";
 import { isLoopback } from "../../policy/addresses.js";
+import { ev } from "../events.js";
 import type { LiveSnapshot, LiveSource, SessionView } from "../live/view.js";
 import type { Logger } from "../logger.js";
 import { pageHeaders, pageHtml } from "./page.js";
@@ -115,15 +116,14 @@ export function liveRoutes(
     const view = await live.end(String(body.id), reason);
     if (!view) return json(res, 404, { error: `no running session ${String(body.id)}` });
     log?.warn(
-      {
-        admin: "end-session",
+      ev("admin.session.end", {
         session: view.id,
         user: view.user,
         client: view.client,
         target: view.target,
         from: who(req),
         reason,
-      },
+      }),
       `admin: ended session ${view.id} (${describe(view)}): ${reason}`,
     );
     json(res, 200, { ended: [view] });
@@ -137,7 +137,7 @@ export function liveRoutes(
     const reason = reasonOf(body.reason);
     const ended = await live.endUser(body.user, reason);
     log?.warn(
-      { admin: "end-user", user: body.user, sessions: ended.map((v) => v.id), from: who(req), reason },
+      ev("admin.user.end", { user: body.user, sessions: ended.map((v) => v.id), from: who(req), reason }),
       `admin: ended ${ended.length} session${ended.length === 1 ? "" : "s"} of user ${body.user}: ${reason}`,
     );
     json(res, 200, { ended });

@@ -2,6 +2,7 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Secret } from "../../config/secret.js";
+import { ev } from "../events.js";
 import type { Logger } from "../logger.js";
 
 /**
@@ -142,7 +143,10 @@ export class AdminServer {
     try {
       await route.handler({ method, url, headers: req.headers, body, raw: req }, res);
     } catch (err) {
-      this.options.log?.error({ path: url.pathname, err: (err as Error).message }, "admin: a handler failed");
+      this.options.log?.error(
+        ev("admin.error", { path: url.pathname, err: (err as Error).message }),
+        "admin: a handler failed",
+      );
       if (!res.headersSent) plain(res, 500, "internal error\n");
       else res.destroy();
     }

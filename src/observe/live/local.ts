@@ -1,7 +1,7 @@
-import type { SessionRecord } from "../../server/context.js";
-import type { FerryServer } from "../../server/server.js";
 import { formatBytes } from "../../config/units.js";
+import type { SessionRecord } from "../../server/context.js";
 import type { Quotas } from "../../server/quotas.js";
+import type { FerryServer } from "../../server/server.js";
 import type { ServerState } from "../../server/state.js";
 import { DenialRing } from "./denials.js";
 import type { LiveSnapshot, LiveSource, SessionView, UserColumn, UserRow } from "./view.js";
