@@ -1,11 +1,10 @@
 import { z } from "zod";
 import { durationSchema as duration, via } from "./fields.js";
+import { listenEntrySchema } from "./listen-schema.js";
 import type { RouteTable } from "./routes.js";
 import { chainsSchema, externalSchema, resolveSchema, upstreamsSchema } from "./routes-schema.js";
 import { clientRulesSchema, groupsSchema, rateSchema, requestRulesSchema } from "./rules-schema.js";
-import { parseHostPort, parsePortRange } from "./units.js";
-
-const listenAddress = z.string().transform(via(parseHostPort));
+import { parsePortRange } from "./units.js";
 
 const portRange = z.string().transform(via(parsePortRange));
 
@@ -17,8 +16,8 @@ export type AuthMethodName = z.infer<typeof authMethodSchema>;
  * before validation, so the file and the flags can never disagree on meaning.
  */
 export const configSchema = z.strictObject({
-  /** Where to accept SOCKS connections. */
-  listen: z.array(listenAddress).min(1).prefault(["127.0.0.1:1080"]),
+  /** Where to accept SOCKS connections: "HOST:PORT", or { address, tls } (docs/tls.md). */
+  listen: z.array(listenEntrySchema).min(1).prefault(["127.0.0.1:1080"]),
   /** Methods offered to SOCKS5 clients, in order of preference. Default: userpass when users exist, else none. */
   auth: z.array(authMethodSchema).min(1).optional(),
   /** An htpasswd file with bcrypt hashes. */

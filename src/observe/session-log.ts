@@ -15,6 +15,7 @@ export function logSessions(server: FerryServer, parent: Logger): void {
       session: r.id,
       client: `${r.client.includes(":") ? `[${r.client}]` : r.client}:${r.clientPort}`,
       protocol: r.protocol,
+      tls: r.tls,
       method: r.method,
       user: r.user,
       protection: r.protection,

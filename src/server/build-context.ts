@@ -11,6 +11,7 @@ import { buildPolicy } from "../policy/rule-policy.js";
 import { withSelfGuard } from "../policy/self.js";
 import type { ServerContext } from "./context.js";
 import { ServerState } from "./state.js";
+import { loadListenerTls } from "./tls-listener.js";
 
 /** Reads what the configuration points at (the users file) and assembles a session context. */
 export async function buildContext(config: Config, state = new ServerState()): Promise<ServerContext> {
@@ -34,6 +35,12 @@ export async function buildContext(config: Config, state = new ServerState()): P
         throw new Error(`unknown authentication method ${name}`);
     }
   });
+  let tls: ServerContext["tls"];
+  try {
+    tls = await loadListenerTls(config.listen);
+  } catch (err) {
+    throw new ConfigError((err as Error).message);
+  }
   const policy = withSelfGuard(buildPolicy(config), () => state.endpoints);
   return {
     config,
@@ -42,5 +49,6 @@ export async function buildContext(config: Config, state = new ServerState()): P
     policy,
     outbound: buildOutbound(config, policy, { resolver: state.resolver }),
     state,
+    tls,
   };
 }

@@ -9,6 +9,7 @@ import { type Claim, clientKey, SESSIONS_KEY, type Taken } from "./limit-store.j
 import { describeListenError } from "./listen-error.js";
 import { cutRelay } from "./relay.js";
 import { runSession, type SessionPhases } from "./session.js";
+import { acceptTls } from "./tls-listener.js";
 
 export interface ListeningAddress {
   host: string;
@@ -154,7 +155,9 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
   }
 
   private async open(host: string, port: number): Promise<net.Server> {
-    const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: false }, (s) => this.accept(s));
+    const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: false }, (s) =>
+      this.accept(s, listenKey(host, port)),
+    );
     try {
       await new Promise<void>((resolve, reject) => {
         server.once("error", reject);
@@ -296,7 +299,8 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
     };
   }
 
-  private accept(socket: net.Socket): void {
+  /** `listen` is the configured address of the listener that accepted (its listen key). */
+  private accept(socket: net.Socket, listen: string): void {
     const client = normalizeIp(socket.remoteAddress ?? "");
     const clientPort = socket.remotePort ?? 0;
     // Before anything else: what is left of the open-files limit is for the sessions running.
@@ -335,12 +339,15 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
       startedAt: Date.now(),
       durationMs: 0,
     };
-    this.sockets.set(socket, record);
+    // A TLS listener's sessions read and write the decrypted stream; plain ones the socket itself.
+    const tlsListener = ctx.tls.get(listen);
+    const stream = tlsListener ? acceptTls(socket, tlsListener, record) : socket;
+    this.sockets.set(stream, record);
     // With workers, each takes its share of the handshake budget (it protects this process).
     const budget = Math.max(1, Math.floor(handshakes / ctx.state.workers));
     const handshake = this.handshakes.admit(client, budget, ctx.config.timeouts.handshake, (reason) => {
       record.reason = reason;
-      socket.destroy();
+      stream.destroy();
     });
     let releaseSession: (() => void) | undefined;
     let ended = false;
@@ -361,7 +368,7 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
         return taken instanceof Promise ? taken.then(settle) : settle(taken);
       },
     };
-    void this.serve(socket, ctx, record, phases, () => {
+    void this.serve(stream, ctx, record, phases, () => {
       ended = true;
       handshake.release();
       releaseSession?.();

@@ -1,0 +1,59 @@
+import { z } from "zod";
+import { via } from "./fields.js";
+import { type HostPort, parseHostPort } from "./units.js";
+
+/**
+ * One `listen:` entry: "HOST:PORT", or an object for a listener with more to say (TLS here;
+ * other per-listener settings join the same object). Kept apart from schema.ts so that file only
+ * grows by a line.
+ */
+
+/** Which part of a verified client certificate's subject names the user. */
+export const certUserFieldSchema = z.enum(["CN", "emailAddress", "UID", "O", "OU"]);
+export type CertUserField = z.infer<typeof certUserFieldSchema>;
+
+/** `tls:` of a listener: SOCKS5 (and, later, HTTP proxying) inside TLS on that port. */
+export const listenTlsSchema = z.strictObject({
+  /** PEM certificate chain (leaf first); relative to the configuration file. Re-read on reload. */
+  cert: z.string().min(1),
+  /** PEM private key of the certificate. */
+  key: z.string().min(1),
+  /** PEM CA certificates that client certificates must chain to; asks clients for one. */
+  clientCa: z.string().min(1).optional(),
+  /** With clientCa: refuse clients without a valid certificate in the TLS handshake itself. */
+  requireClientCert: z.boolean().default(false),
+  /** The subject field of a verified client certificate that becomes the session's user. */
+  userField: certUserFieldSchema.default("CN"),
+  /** The oldest TLS version accepted. */
+  minVersion: z.enum(["TLSv1.2", "TLSv1.3"]).default("TLSv1.2"),
+});
+export type ListenTls = z.output<typeof listenTlsSchema>;
+
+export interface ListenEntry extends HostPort {
+  tls?: ListenTls;
+}
+
+const hostPort = z.string().transform(via(parseHostPort));
+
+export const listenEntrySchema = z.union([
+  hostPort.transform((v): ListenEntry => v),
+  z
+    .strictObject({
+      address: hostPort,
+      tls: listenTlsSchema.optional(),
+    })
+    .superRefine((v, ctx) => {
+      if (v.tls?.requireClientCert && !v.tls.clientCa) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["tls", "requireClientCert"],
+          message: "requireClientCert needs clientCa: the CA file client certificates are checked against",
+        });
+      }
+    })
+    .transform(({ address, ...rest }): ListenEntry => ({ ...address, ...rest })),
+]);
+
+/** "host:port" as written in messages and as the key a listener is known by. */
+export const listenKey = (host: string, port: number): string =>
+  `${host.includes(":") ? `[${host}]` : host}:${port}`;
