@@ -104,7 +104,9 @@ export function acceptTls(socket: net.Socket, lt: ListenerTls, record: SessionRe
     if (record.reason || record.protocol) return;
     record.reason = established
       ? "TLS handshake failed: the client closed the connection right after it, before any request (it may not trust this server's certificate)"
-      : "TLS handshake failed: the client closed the connection during the handshake (it may not trust this server's certificate)";
+      : socket.bytesRead === 0
+        ? "closed before the TLS handshake began"
+        : "TLS handshake failed: the client closed the connection during the handshake (it may not trust this server's certificate)";
   };
   // 'end' comes before the session's reader wakes up to the close; 'close' when there is no end.
   secure.once("end", closedEarly);
