@@ -1,15 +1,22 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
+import http from "node:http";
 import net from "node:net";
 import { after, before, describe, test } from "node:test";
 import type tls from "node:tls";
+import { fetch } from "undici";
 import { connect } from "../../src/client/connect.js";
 import { SocksError } from "../../src/client/errors.js";
 import type { FileConfig } from "../../src/config/schema.js";
+import { SocksAgent, SocksDispatcher } from "../../src/index.js";
 import type { SessionRecord } from "../../src/server/context.js";
 import { makePki, type TestPki } from "../helpers/certs.js";
 import { type RunningFerry, startFerry } from "../helpers/ferry.js";
-import { sha256, startEchoServer, within } from "../helpers/net.js";
+import { FERRY_BIN } from "../helpers/ferry-process.js";
+import { pseudoRandomSha256, startHttpServer, type TestHttpServer } from "../helpers/http.js";
+import { sha256, startEchoServer, waitFor, within } from "../helpers/net.js";
+import { describeRun, run } from "../helpers/process.js";
+import { TestClient } from "../helpers/socks.js";
 import { echoThrough } from "../helpers/targets.js";
 
 type Echo = Awaited<ReturnType<typeof startEchoServer>>;
@@ -36,7 +43,11 @@ async function recordWhere(
 async function rejects(promise: Promise<unknown>): Promise<SocksError> {
   const err = await within(
     promise.then(
-      () => undefined,
+      (s) => {
+        // Got through where it should not: close it, so the failure below ends the test.
+        (s as net.Socket | undefined)?.destroy?.();
+        return undefined;
+      },
       (e: unknown) => e,
     ),
     15_000,
@@ -124,6 +135,99 @@ describe("TLS listener: SOCKS5 inside TLS", () => {
     // Still serving.
     const socket = await connect(tlsUrl(ferry, ca), `127.0.0.1:${echo.port}`);
     assert.equal((await echoThrough(socket, Buffer.from("still here"))).toString(), "still here");
+  });
+});
+
+describe("TLS proxies in the agents, the undici dispatcher and ferry run", () => {
+  let pki: TestPki;
+  let web: TestHttpServer;
+  let ferry: RunningFerry;
+  let url: string;
+
+  before(async () => {
+    pki = await makePki();
+    web = await startHttpServer();
+    ferry = await startFerry({
+      listen: [{ address: "127.0.0.1:0", tls: await pki.issue("server", "localhost") }],
+      timeouts: { handshake: "400ms" },
+    });
+    url = `socks5h+tls://localhost:${ferry.port}?ca=${pki.ca.cert}`;
+  });
+  after(async () => {
+    await ferry?.close();
+    await web?.close();
+    await pki?.remove();
+  });
+
+  test("SocksAgent: http.get through socks5h+tls://", async () => {
+    const agent = new SocksAgent(url);
+    try {
+      const body = await new Promise<string>((resolve, reject) =>
+        http
+          .get(`http://localhost:${web.port}/`, { agent }, (res) => {
+            let b = "";
+            res.on("data", (c) => {
+              b += c;
+            });
+            res.on("end", () => resolve(b));
+          })
+          .on("error", reject),
+      );
+      assert.equal(body, web.greeting);
+    } finally {
+      agent.destroy();
+    }
+    const r = await recordWhere(ferry, (x) => x.target === `localhost:${web.port}`);
+    assert.equal(r.tls, "TLSv1.3");
+  });
+
+  test("SocksDispatcher: undici fetch through socks5h+tls://, 1 MB intact", async () => {
+    const dispatcher = new SocksDispatcher(url);
+    try {
+      const res = await fetch(`http://localhost:${web.port}/bytes/1000000`, { dispatcher });
+      const body = Buffer.from(await res.arrayBuffer());
+      assert.equal(sha256(body), pseudoRandomSha256(1_000_000));
+    } finally {
+      await dispatcher.close();
+    }
+  });
+
+  test("ferry run: a Node program's fetch goes through socks5h+tls://", async () => {
+    const before = ferry.records.length;
+    const r = await run(
+      FERRY_BIN,
+      [
+        "run",
+        "--proxy",
+        url,
+        "--",
+        process.execPath,
+        "-e",
+        `fetch("http://localhost:${web.port}/").then(r => r.text()).then(t => process.stdout.write(t))`,
+      ],
+      { timeoutMs: 60_000 },
+    );
+    assert.equal(r.code, 0, describeRun(r));
+    assert.equal(r.stdout.toString(), web.greeting);
+    assert.ok(
+      ferry.records.slice(before).some((x) => x.target === `localhost:${web.port}` && x.tls === "TLSv1.3"),
+    );
+  });
+
+  test("the TLS handshake counts toward timeouts.handshake: a client that opens and sends nothing is closed", async () => {
+    const before = ferry.records.length;
+    const idle = await TestClient.connect(ferry.port);
+    await waitFor(() => idle.ended || idle.closed, 10_000, "the server to close the silent connection");
+    const r = await recordWhere(ferry, (x) => ferry.records.indexOf(x) >= before);
+    assert.equal(r.reason, "handshake not finished within 400 ms");
+    // Half a ClientHello, then silence: the same.
+    const half = await TestClient.connect(ferry.port);
+    half.socket.write(Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01]));
+    await waitFor(() => half.ended || half.closed, 10_000, "the server to close the stalled handshake");
+    const r2 = await recordWhere(ferry, (x) => ferry.records.indexOf(x) > ferry.records.indexOf(r));
+    assert.equal(r2.reason, "handshake not finished within 400 ms");
+    idle.socket.destroy();
+    half.socket.destroy();
   });
 });
 
