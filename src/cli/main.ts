@@ -86,7 +86,7 @@ export function buildCli(): Command {
     .option("--user <name>", "the authenticated user (SOCKS5)")
     .option(
       "--method <method>",
-      "authentication method: none, userpass, gssapi (default: userpass with --user)",
+      "authentication method: none, userpass, gssapi, tls-cert (default: userpass with --user)",
     )
     .option("--socks-version <n>", "4 or 5", "5")
     .option("--command <command>", "connect, bind or udp", "connect")
