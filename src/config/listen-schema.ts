@@ -35,24 +35,33 @@ export interface ListenEntry extends HostPort {
 
 const hostPort = z.string().transform(via(parseHostPort));
 
-export const listenEntrySchema = z.union([
-  hostPort.transform((v): ListenEntry => v),
-  z
-    .strictObject({
-      address: hostPort,
-      tls: listenTlsSchema.optional(),
-    })
-    .superRefine((v, ctx) => {
-      if (v.tls?.requireClientCert && !v.tls.clientCa) {
-        ctx.addIssue({
-          code: "custom",
-          path: ["tls", "requireClientCert"],
-          message: "requireClientCert needs clientCa: the CA file client certificates are checked against",
-        });
-      }
-    })
-    .transform(({ address, ...rest }): ListenEntry => ({ ...address, ...rest })),
-]);
+const entryObject = z
+  .strictObject({
+    address: hostPort,
+    tls: listenTlsSchema.optional(),
+  })
+  .superRefine((v, ctx) => {
+    if (v.tls?.requireClientCert && !v.tls.clientCa) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["tls", "requireClientCert"],
+        message: "requireClientCert needs clientCa: the CA file client certificates are checked against",
+      });
+    }
+  })
+  .transform(({ address, ...rest }): ListenEntry => ({ ...address, ...rest }));
+
+/** A string is the short form of `{ address }`, so both forms report problems at the same keys. */
+export const listenEntrySchema = z.preprocess((v, ctx) => {
+  if (typeof v !== "string") return v;
+  // A bad string is reported at the entry itself, as the user wrote no `address:`.
+  try {
+    parseHostPort(v);
+  } catch (err) {
+    ctx.addIssue({ code: "custom", message: (err as Error).message, input: v });
+  }
+  return { address: v };
+}, entryObject) as z.ZodType<ListenEntry, string | z.input<typeof entryObject>>;
 
 /** "host:port" as written in messages and as the key a listener is known by. */
 export const listenKey = (host: string, port: number): string =>

@@ -7,6 +7,7 @@ import type tls from "node:tls";
 import { fetch } from "undici";
 import { connect } from "../../src/client/connect.js";
 import { SocksError } from "../../src/client/errors.js";
+import { loadConfig } from "../../src/config/load.js";
 import type { FileConfig } from "../../src/config/schema.js";
 import { SocksAgent, SocksDispatcher } from "../../src/index.js";
 import type { SessionRecord } from "../../src/server/context.js";
@@ -347,6 +348,27 @@ describe("TLS listener configuration", () => {
     } finally {
       await pki.remove();
     }
+  });
+
+  test("listen entries: problems named at their keys, the string form as before", async () => {
+    const problem = async (listen: unknown[]): Promise<string> =>
+      (await loadConfig({ overrides: { listen } as Partial<FileConfig> }).then(
+        () => "",
+        (e: Error) => e.message,
+      )) as string;
+    assert.equal(
+      await problem([{ address: "127.0.0.1:1", tls: { cert: "a", key: "b", requireClientCert: true } }]),
+      "command line: listen.0.tls.requireClientCert: requireClientCert needs clientCa: the CA file client certificates are checked against",
+    );
+    assert.equal(
+      await problem([{ address: "127.0.0.1:1", tls: { cert: "a", key: "b", clientCA: "c" } }]),
+      'command line: listen.0.tls.clientCA: unknown key (did you mean "clientCa"?)',
+    );
+    assert.equal(
+      await problem(["127.0.0.1:1", { adress: "x" }]),
+      'command line: listen.1.address: Invalid input: expected string, received undefined\ncommand line: listen.1.adress: unknown key (did you mean "address"?)',
+    );
+    assert.match(await problem(["nope"]), /^command line: listen\.0: "nope" is not HOST:PORT/);
   });
 
   test("a key that does not match the certificate is refused at start, naming the files", async () => {
