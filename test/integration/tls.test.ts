@@ -10,6 +10,7 @@ import { SocksError } from "../../src/client/errors.js";
 import { loadConfig } from "../../src/config/load.js";
 import type { FileConfig } from "../../src/config/schema.js";
 import { SocksAgent, SocksDispatcher } from "../../src/index.js";
+import { readIntoOwnBuffers } from "../../src/io/read-into.js";
 import type { SessionRecord } from "../../src/server/context.js";
 import { makePki, type TestPki } from "../helpers/certs.js";
 import { type RunningFerry, startFerry } from "../helpers/ferry.js";
@@ -81,6 +82,17 @@ describe("TLS listener: SOCKS5 inside TLS", () => {
     const payload = randomBytes(4 * 1024 * 1024);
     const socket = await connect(tlsUrl(ferry, ca), `127.0.0.1:${echo.port}`);
     assert.equal((socket as tls.TLSSocket).getProtocol?.(), "TLSv1.3");
+    // The relay's zero-copy reads are for plain sockets: a TLS socket declines (and is unchanged).
+    const spare = Buffer.alloc(16);
+    assert.equal(
+      readIntoOwnBuffers(
+        socket,
+        spare,
+        () => {},
+        () => spare,
+      ),
+      false,
+    );
     const back = await echoThrough(socket, payload);
     assert.equal(back.length, payload.length);
     assert.equal(sha256(back), sha256(payload));
