@@ -47,6 +47,11 @@ export async function runTool(command: string[], flags: RunFlags): Promise<numbe
       "ferry run: non-Node programs see only the first proxy of the chain (ALL_PROXY holds one URL)\n",
     );
   }
+  if (chain[0]!.tls && !chain[0]!.http) {
+    process.stderr.write(
+      "ferry run: non-Node programs do not know socks5+tls:// (ALL_PROXY); only Node programs go through it\n",
+    );
+  }
   const child = spawn(command[0]!, command.slice(1), { stdio: "inherit", env: runEnvironment(chain) });
   const forward = (signal: NodeJS.Signals) => () => child.kill(signal);
   process.on("SIGINT", forward("SIGINT"));
