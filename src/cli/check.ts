@@ -67,7 +67,8 @@ export async function check(
     process.stderr.write(`ferry check: ${(err as Error).message}\n`);
     return CheckExit.INVALID;
   }
-  if (query.user !== undefined && !ctx.users.has(query.user)) {
+  // Users of certificates (tls-cert) and Kerberos are not in the users file.
+  if (query.user !== undefined && query.method === "userpass" && !ctx.users.has(query.user)) {
     out(`note: ${query.user} is not a configured user; the server would refuse that login before any rule`);
   }
   // Offline, the server's own sockets are the configured listen addresses.
@@ -166,8 +167,8 @@ function buildQuery(flags: CheckFlags): RequestQuery {
   if (version === 4 && flags.user !== undefined) {
     throw new UsageError("SOCKS4 cannot authenticate a user; leave out --user or use --socks-version 5");
   }
-  if (flags.method !== undefined && !["none", "userpass", "gssapi"].includes(flags.method)) {
-    throw new UsageError("--method must be none, userpass or gssapi");
+  if (flags.method !== undefined && !["none", "userpass", "gssapi", "tls-cert"].includes(flags.method)) {
+    throw new UsageError("--method must be none, userpass, gssapi or tls-cert");
   }
   if (flags.method === "none" && flags.user !== undefined) {
     throw new UsageError("--method none has no user; leave out --user or pick the method that authenticated");

@@ -47,7 +47,7 @@ export function buildCli(): Command {
     });
 
   const proxyHelp =
-    "proxy URL (socks4/socks4a/socks5/socks5h://[user:pass@]host:port), repeat for a chain; default $FERRY_PROXY or $ALL_PROXY";
+    "proxy URL (socks4/socks4a/socks5/socks5h://[user:pass@]host:port; http/https:// for HTTP CONNECT; socks5+tls/socks5h+tls:// for SOCKS5 in TLS, with ?ca=FILE&cert=FILE&key=FILE&servername=NAME: docs/tls.md), repeat for a chain; default $FERRY_PROXY or $ALL_PROXY";
   const ms = (v: string) => Number.parseInt(v, 10);
   program
     .command("connect <host> <port>")
@@ -93,7 +93,7 @@ export function buildCli(): Command {
     .option("--user <name>", "the authenticated user (SOCKS5)")
     .option(
       "--method <method>",
-      "authentication method: none, userpass, gssapi (default: userpass with --user)",
+      "authentication method: none, userpass, gssapi, tls-cert (default: userpass with --user)",
     )
     .option("--socks-version <n>", "4 or 5", "5")
     .option("--command <command>", "connect, bind or udp", "connect")

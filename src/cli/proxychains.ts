@@ -62,6 +62,10 @@ export async function chainsHops(chain: readonly ProxyHop[]): Promise<ChainsHop[
   for (const hop of chain) {
     const where = `${hop.host}:${hop.port}`;
     if (hop.gssapi) throw new Error(`proxychains4 cannot log in to ${where} with GSSAPI`);
+    if (hop.tls)
+      throw new Error(
+        `proxychains4 cannot speak TLS to ${where}: only Node programs go through socks5+tls:// and https:// proxies; give this program a plain socks5:// first hop`,
+      );
     if (hop.http) throw new Error(`proxychains4 is not given HTTP hops by ferry run (${where})`);
     let ip = hop.host;
     if (!isIPv4(ip)) {

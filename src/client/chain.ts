@@ -5,6 +5,7 @@ import type { CommandName } from "../protocol/socks5.js";
 import { SocksError } from "./errors.js";
 import { type HopIo, hopRequest } from "./handshake.js";
 import { describeHop, type ProxyChain, type ProxyHop, parseChain } from "./proxy.js";
+import { lateTlsFailure, startHopTls } from "./tls-hop.js";
 
 /** Options every client call takes. */
 export interface ClientOptions {
@@ -110,10 +111,13 @@ export async function establish(
       current = i;
       const hop = hops[i]!;
       const next = hops[i + 1];
+      if (hop.tls) io = await guard(startHopTls(io, { ...hop, tls: hop.tls }, i));
       const step = next
         ? hopRequest(io, hop, i, "connect", addressOf(next.host, next.port))
         : hopRequest(io, hop, i, command, target);
-      const done = await guard(step);
+      const done = await guard(step).catch((err: unknown) => {
+        throw (hop.tls && lateTlsFailure(io, hop, i, err)) || err;
+      });
       io = done.io;
       bound = done.bound;
     }

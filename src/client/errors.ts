@@ -1,7 +1,15 @@
 import { replyName } from "../protocol/errors.js";
 
 /** Where in the exchange with a proxy the failure happened. */
-export type SocksStage = "connect" | "negotiate" | "auth" | "request" | "accept" | "timeout" | "aborted";
+export type SocksStage =
+  | "connect"
+  | "tls"
+  | "negotiate"
+  | "auth"
+  | "request"
+  | "accept"
+  | "timeout"
+  | "aborted";
 
 /** What a SocksError carries besides its message. */
 export interface SocksErrorDetails {

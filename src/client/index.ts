@@ -38,3 +38,4 @@ export {
   type Target,
 } from "./proxy.js";
 export { socksify } from "./socksify.js";
+export type { HopTls } from "./tls-options.js";

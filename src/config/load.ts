@@ -5,6 +5,7 @@ import type { z } from "zod";
 import { isLoopback } from "../policy/addresses.js";
 import { resolveAdmin } from "./admin.js";
 import { sourceLines } from "./lines.js";
+import type { ListenTls } from "./listen-schema.js";
 import { quotaStateFile } from "./quota-schema.js";
 import { loadRoutes, RouteConfigError } from "./routes.js";
 import { type Config, configSchema, type FileConfig } from "./schema.js";
@@ -60,6 +61,11 @@ export async function loadConfig(sources: ConfigSources = {}): Promise<Config> {
     const passwordFile = path.resolve(path.dirname(sources.file), full.state.passwordFile);
     full.state = { ...full.state, passwordFile };
   }
+  // TLS files of listeners written in the file (not --listen flags) are relative to it too.
+  if (sources.file && fromFile.listen !== undefined && merged.listen === fromFile.listen) {
+    const dir = path.dirname(sources.file);
+    full.listen = full.listen.map((l) => (l.tls ? { ...l, tls: resolveTlsFiles(l.tls, dir) } : l));
+  }
   if (sources.file && full.control && fromFile.control === full.control) {
     full.control = path.resolve(path.dirname(sources.file), full.control);
   }
@@ -101,6 +107,16 @@ export async function loadConfig(sources: ConfigSources = {}): Promise<Config> {
     }
   }
   return full;
+}
+
+function resolveTlsFiles(tls: ListenTls, dir: string): ListenTls {
+  const at = (p: string): string => path.resolve(dir, p);
+  return {
+    ...tls,
+    cert: at(tls.cert),
+    key: at(tls.key),
+    ...(tls.clientCa && { clientCa: at(tls.clientCa) }),
+  };
 }
 
 export function parseConfigText(text: string, source: string): Record<string, unknown> {
@@ -252,14 +268,15 @@ function checkSafety(config: Config, source: string): void {
     );
   }
   if (auth.includes("none") && !config.allowOpenProxy) {
-    const exposed = config.listen.filter((l) => !isLoopback(l.host));
+    // A listener that requires a verified client certificate requires a login of its own.
+    const exposed = config.listen.filter((l) => !isLoopback(l.host) && !l.tls?.requireClientCert);
     if (exposed.length > 0) {
       const where = exposed
         .map((l) => (l.host.includes(":") ? `[${l.host}]:${l.port}` : `${l.host}:${l.port}`))
         .join(", ");
       throw new ConfigError(
         `${source}: refusing to listen on ${where} without authentication: anyone who reaches it could use this proxy. ` +
-          "Require a login (--user NAME:PASSWORD or --users FILE), listen on 127.0.0.1, or pass --allow-open-proxy (allowOpenProxy: true) if an open proxy is really intended",
+          "Require a login (--user NAME:PASSWORD or --users FILE, or a client certificate: tls.requireClientCert), listen on 127.0.0.1, or pass --allow-open-proxy (allowOpenProxy: true) if an open proxy is really intended",
       );
     }
   }

@@ -1,5 +1,7 @@
-import { readFile } from "node:fs/promises";
+import { constants } from "node:fs";
+import { access, readFile } from "node:fs/promises";
 import path from "node:path";
+import { type HopTls, TLS_PARAMS } from "../client/tls-options.js";
 import { addressOf } from "../protocol/address.js";
 import { findLoops } from "./loops.js";
 import type { HopConfig, UpstreamConfig } from "./routes-schema.js";
@@ -16,6 +18,8 @@ export interface Upstream {
   port: number;
   user?: string;
   password?: Secret;
+  /** Spoken to inside TLS; files are absolute paths, read for every connection. */
+  tls?: HopTls;
 }
 
 /** A hop: one upstream, or several used in order with failover or in turn. */
@@ -58,6 +62,13 @@ const SCHEMES: Record<string, UpstreamProtocol> = {
   "socks5:": "socks5",
   "socks5h:": "socks5h",
   "http:": "http",
+};
+
+/** The same protocols inside TLS (docs/tls.md): the URL's ca, cert, key and servername apply. */
+const TLS_SCHEMES: Record<string, { protocol: UpstreamProtocol; port: number }> = {
+  "socks5+tls:": { protocol: "socks5", port: 1080 },
+  "socks5h+tls:": { protocol: "socks5h", port: 1080 },
+  "https:": { protocol: "http", port: 443 },
 };
 
 const DEFAULT_FAILOVER_MS = 30_000;
@@ -152,15 +163,17 @@ async function resolveUpstream(
       `url: "${spec.url}" is not a URL; write it like socks5h://proxy.example:1080 or http://proxy.example:3128`,
     );
   }
-  const protocol = SCHEMES[url.protocol];
+  const secure = TLS_SCHEMES[url.protocol];
+  const protocol = secure?.protocol ?? SCHEMES[url.protocol];
   if (!protocol) {
     throw new Error(
-      `url: unknown scheme ${url.protocol.slice(0, -1)}; use socks4, socks4a, socks5, socks5h or http (https proxies are not supported)`,
+      `url: unknown scheme ${url.protocol.slice(0, -1)}; use socks4, socks4a, socks5, socks5h, http, or socks5+tls, socks5h+tls, https`,
     );
   }
-  if ((url.pathname && url.pathname !== "/") || url.search || url.hash) {
+  const tls = secure ? await upstreamTls(url, options) : undefined;
+  if ((url.pathname && url.pathname !== "/") || (url.search && !secure) || url.hash) {
     throw new Error(
-      `url: a proxy URL is only scheme://host:port; remove "${url.pathname}${url.search}${url.hash}"`,
+      `url: a proxy URL is only scheme://host:port${secure ? "?ca=FILE&cert=FILE&key=FILE&servername=NAME" : ""}; remove "${url.pathname}${secure ? "" : url.search}${url.hash}"`,
     );
   }
   if (url.password) {
@@ -171,6 +184,7 @@ async function resolveUpstream(
   const host = url.hostname.startsWith("[") ? url.hostname.slice(1, -1) : url.hostname;
   if (!host) throw new Error(`url: no host in ${spec.url}`);
   let port = url.port ? Number(url.port) : undefined;
+  if (port === undefined && secure) port = secure.port;
   if (port === undefined) {
     if (protocol === "http") throw new Error(`url: give the HTTP proxy's port, like http://${host}:3128`);
     port = 1080;
@@ -226,7 +240,37 @@ async function resolveUpstream(
     port,
     ...(user !== undefined && { user }),
     ...(password && { password }),
+    ...(tls && { tls }),
   };
+}
+
+/**
+ * The TLS parameters of an upstream URL: files relative to the configuration file, checked to be
+ * readable now so that a typo fails the load rather than every connection.
+ */
+async function upstreamTls(url: URL, options: LoadRoutesOptions): Promise<HopTls> {
+  const out: HopTls = {};
+  for (const [name, value] of url.searchParams) {
+    if (!(TLS_PARAMS as readonly string[]).includes(name))
+      throw new Error(`url: unknown parameter ${name}=; TLS upstreams take ${TLS_PARAMS.join(", ")}`);
+    if (!value) throw new Error(`url: ${name}= is empty`);
+    if (name === "servername") {
+      out.servername = value;
+      continue;
+    }
+    const file = path.resolve(options.baseDir ?? process.cwd(), value);
+    try {
+      await access(file, constants.R_OK);
+    } catch (err) {
+      throw new Error(`url: ${name}=${value}: cannot read ${file}: ${(err as NodeJS.ErrnoException).code}`);
+    }
+    out[name as "ca" | "cert" | "key"] = file;
+  }
+  if ((out.cert === undefined) !== (out.key === undefined))
+    throw new Error("url: a client certificate needs both cert= and key=");
+  // The URL without its parameters, so the checks below see scheme://host:port only.
+  url.search = "";
+  return out;
 }
 
 /** Replaces every ${NAME} with the environment variable; an unset or empty one is an error. */

@@ -26,7 +26,7 @@ const requestBody = z.strictObject({
   from: listOf(z.string().transform(via(parseCidr))),
   users: listOf(z.string().min(1)),
   groups: listOf(z.string().min(1)),
-  methods: listOf(z.enum(["none", "userpass", "gssapi"])),
+  methods: listOf(z.enum(["none", "userpass", "gssapi", "tls-cert"])),
   versions: listOf(z.union([z.literal(4), z.literal(5)])),
   commands: listOf(z.enum(["connect", "bind", "udp"])),
   to: listOf(scalar.transform(via(parseDestination))),

@@ -43,7 +43,7 @@ const ldapSchema = z.strictObject({
  * before validation, so the file and the flags can never disagree on meaning.
  */
 export const configSchema = z.strictObject({
-  /** Where to accept SOCKS connections: "HOST:PORT" or { address, proxyProtocol } (listen-schema.ts). */
+  /** Where to accept SOCKS connections: "HOST:PORT", or { address, tls, proxyProtocol } (docs/tls.md, docs/scale-out.md). */
   listen: z.array(listenEntrySchema).min(1).prefault(["127.0.0.1:1080"]),
   /** Methods offered to SOCKS5 clients, in order of preference. Default: userpass when users exist, else none. */
   auth: z.array(authMethodSchema).min(1).optional(),

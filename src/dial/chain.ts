@@ -159,6 +159,7 @@ export function toProxyHop(u: Upstream): ProxyHop {
   };
   if (u.user !== undefined) hop.username = u.user;
   if (u.password) hop.password = u.password.reveal();
+  if (u.tls) hop.tls = u.tls;
   return hop;
 }
 
@@ -173,6 +174,7 @@ export function blame(err: unknown, hops: number): number | undefined {
     case "accept":
       return undefined;
     case "connect":
+    case "tls":
     case "negotiate":
     case "auth":
     case "timeout":

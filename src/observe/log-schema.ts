@@ -32,6 +32,8 @@ const sessionFields = {
   /** Behind a balancer: its address and port (the PROXY header named the client). */
   proxy: str.optional(),
   protocol: z.enum(["socks4", "socks4a", "socks5", "http", "unknown"]).optional(),
+  /** A TLS listener's connection: the TLS version agreed. */
+  tls: str.optional(),
   method: str.optional(),
   /** The user name (userpass), the GSSAPI principal, or absent. */
   user: str.optional(),

@@ -14,6 +14,7 @@ import { withSelfGuard } from "../policy/self.js";
 import { sharedQuotas, sharedStore } from "../shared/state-store.js";
 import type { ServerContext } from "./context.js";
 import { ServerState } from "./state.js";
+import { loadListenerTls } from "./tls-listener.js";
 
 /**
  * Reads what the configuration points at (the users file) and assembles a session context.
@@ -42,6 +43,12 @@ export async function buildContext(config: Config, given?: ServerState): Promise
         throw new Error(`unknown authentication method ${name}`);
     }
   });
+  let tls: ServerContext["tls"];
+  try {
+    tls = await loadListenerTls(config.listen);
+  } catch (err) {
+    throw new ConfigError((err as Error).message);
+  }
   const policy = withSelfGuard(buildPolicy(config), () => state.endpoints);
   return {
     config,
@@ -53,6 +60,7 @@ export async function buildContext(config: Config, given?: ServerState): Promise
       onHop: (result) => state.emit("upstream", result),
     }),
     state,
+    tls,
   };
 }
 

@@ -5,6 +5,7 @@ import type { Outbound } from "../dial/outbound.js";
 import type { Policy } from "../policy/policy.js";
 import type { ProtectionName } from "../protocol/gssapi.js";
 import type { ServerState } from "./state.js";
+import type { ListenerTls } from "./tls-listener.js";
 
 /**
  * Everything a session needs, as one immutable snapshot. A reload builds a new snapshot; a
@@ -20,6 +21,8 @@ export interface ServerContext {
   outbound: Outbound;
   /** Limits, login throttling and decision events; shared by every context across reloads. */
   state: ServerState;
+  /** TLS listeners by listen key ("host:port" as configured), certificates read at build time. */
+  tls: ReadonlyMap<string, ListenerTls>;
 }
 
 /** What one session did, emitted once when it ends: the source of the log line and the metrics. */
@@ -30,6 +33,8 @@ export interface SessionRecord {
   /** The balancer that relayed the connection ("host:port"), when a PROXY header named the client. */
   proxy?: string;
   protocol?: "socks4" | "socks4a" | "socks5" | "http" | "unknown";
+  /** The TLS version, when the connection came to a TLS listener (docs/tls.md). */
+  tls?: string;
   method?: string;
   user?: string;
   /** The user's groups from the directory (LDAP), as rules match them. */

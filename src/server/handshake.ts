@@ -1,5 +1,6 @@
 import type { Duplex } from "node:stream";
 import { AuthError } from "../auth/method.js";
+import { noAuth } from "../auth/none.js";
 import type { StreamReader } from "../io/reader.js";
 import type { SocksAddress } from "../protocol/address.js";
 import { ProtocolError, Reply } from "../protocol/errors.js";
@@ -17,6 +18,7 @@ import type { ServerContext, SessionRecord } from "./context.js";
 import type { Throttle } from "./limits.js";
 import type { Meter } from "./relay.js";
 import { closeAfterReply, type Replier, socks4Replier, socks5Replier } from "./replier.js";
+import { TLS_CERT_METHOD } from "./tls-listener.js";
 
 /** The session is over and the client has been told why; `message` is for the log. */
 export class SessionEnd extends Error {
@@ -54,7 +56,9 @@ export async function socks5Handshake(
     }
     throw err;
   }
-  const method = ctx.methods.find((m) => greeting.methods.includes(m.code));
+  // A verified client certificate is the login: a client that offers "no authentication" keeps it.
+  const certified = record.method === TLS_CERT_METHOD && greeting.methods.includes(Method.NO_AUTH);
+  const method = certified ? noAuth : ctx.methods.find((m) => greeting.methods.includes(m.code));
   if (!method) {
     closeAfterReply(stream, encodeMethodSelection(Method.NO_ACCEPTABLE));
     const offered = greeting.methods.map((m) => `0x${m.toString(16).padStart(2, "0")}`).join(", ");
@@ -65,7 +69,7 @@ export async function socks5Handshake(
       `no acceptable authentication method: client offered ${offered}; this server accepts ${accepted}`,
     );
   }
-  record.method = method.name;
+  if (!certified) record.method = method.name;
   stream.write(encodeMethodSelection(method.code));
   let outcome: Awaited<ReturnType<typeof method.negotiate>>;
   try {
@@ -82,7 +86,7 @@ export async function socks5Handshake(
     }
     throw err;
   }
-  record.user = outcome.user;
+  if (!certified) record.user = outcome.user;
   if (outcome.groups) record.groups = outcome.groups;
   if (outcome.protection) record.protection = outcome.protection;
   const io = outcome.encapsulation ?? { stream, reader };
@@ -127,12 +131,12 @@ export async function socks4Handshake(
   if (request.address.type === "domain") record.protocol = "socks4a";
   // USERID is the client's unverified claim: logged, never trusted as a user.
   if (request.userId) record.ident = request.userId;
-  if (!ctx.methods.some((m) => m.name === "none")) {
+  if (record.method !== TLS_CERT_METHOD && !ctx.methods.some((m) => m.name === "none")) {
     replier.failure(Reply.NOT_ALLOWED);
     throw new SessionEnd(
       "SOCKS4 request refused: this server requires authentication, which SOCKS4 cannot carry; use SOCKS5 with a username and password",
     );
   }
-  record.method = "none";
+  record.method ??= "none";
   return { command: request.command, target: request.address, replier, stream, reader };
 }

@@ -66,6 +66,8 @@ export class Reloader {
         ? [`now also listening on ${prepared.opened.map(formatAddress).join(", ")}`]
         : []),
       ...(closed.length ? [`stopped listening on ${closed.map(formatAddress).join(", ")}`] : []),
+      // Which certificate each TLS listener now serves, so a rotation can be checked in the log.
+      ...[...context.tls].map(([where, t]) => `TLS ${where} certificate sha256 ${t.fingerprint}`),
     ];
     return {
       ok: true,

@@ -1,7 +1,7 @@
 import cluster from "node:cluster";
 import { EventEmitter } from "node:events";
 import net from "node:net";
-import type { ProxyProtocolConfig } from "../config/listen-schema.js";
+import { listenKey, type ProxyProtocolConfig } from "../config/listen-schema.js";
 import { normalizeIp } from "../policy/addresses.js";
 import type { ServerContext, SessionRecord } from "./context.js";
 import { connectionCapacity, readFdLimit } from "./fd-budget.js";
@@ -11,6 +11,7 @@ import { describeListenError } from "./listen-error.js";
 import { type Preamble, readPreamble } from "./proxy-header.js";
 import { cutRelay } from "./relay.js";
 import { runSession, type SessionPhases } from "./session.js";
+import { acceptTls } from "./tls-listener.js";
 
 export interface ListeningAddress {
   host: string;
@@ -313,6 +314,7 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
     };
   }
 
+  /** `listener` is the server that accepted; its configured address picks TLS and PROXY settings. */
   private accept(socket: net.Socket, listener: net.Server): void {
     const client = normalizeIp(socket.remoteAddress ?? "");
     const clientPort = socket.remotePort ?? 0;
@@ -325,8 +327,9 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
     }
     const ctx = this.context;
     const proxyProtocol = this.proxyProtocolOf(listener, ctx);
-    if (proxyProtocol) void this.acceptProxied(socket, ctx, proxyProtocol, client, clientPort);
-    else this.admit(socket, ctx, { client, clientPort });
+    const listen = this.configured.get(listener) ?? "";
+    if (proxyProtocol) void this.acceptProxied(socket, ctx, proxyProtocol, client, clientPort, listen);
+    else this.admit(socket, ctx, { client, clientPort }, listen);
   }
 
   /**
@@ -354,6 +357,7 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
     config: ProxyProtocolConfig,
     peer: string,
     peerPort: number,
+    listen: string,
   ): Promise<void> {
     // Reset before we got to it (a balancer's connect-only health check): nobody to name or refuse.
     if (!peer) {
@@ -385,11 +389,11 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
       this.preambles.delete(socket);
     }
     if (this.stopping) socket.destroy();
-    else this.admit(socket, ctx, who);
+    else this.admit(socket, ctx, who, listen);
   }
 
   /** Client rules and limits for `who`, then the session. */
-  private admit(socket: net.Socket, ctx: ServerContext, who: Preamble): void {
+  private admit(socket: net.Socket, ctx: ServerContext, who: Preamble, listen: string): void {
     const { client, clientPort, proxy } = who;
     const refuse = (reason: string, rule?: string): void => {
       socket.destroy();
@@ -423,12 +427,15 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
       durationMs: 0,
     };
     if (proxy) record.proxy = proxy;
-    this.sockets.set(socket, record);
+    // A TLS listener's sessions read and write the decrypted stream; plain ones the socket itself.
+    const tlsListener = ctx.tls.get(listen);
+    const stream = tlsListener ? acceptTls(socket, tlsListener, record) : socket;
+    this.sockets.set(stream, record);
     // With workers, each takes its share of the handshake budget (it protects this process).
     const budget = Math.max(1, Math.floor(handshakes / ctx.state.workers));
     const handshake = this.handshakes.admit(client, budget, ctx.config.timeouts.handshake, (reason) => {
       record.reason = reason;
-      socket.destroy();
+      stream.destroy();
     });
     let releaseSession: (() => void) | undefined;
     let ended = false;
@@ -449,7 +456,7 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
         return taken instanceof Promise ? taken.then(settle) : settle(taken);
       },
     };
-    void this.serve(socket, ctx, record, phases, () => {
+    void this.serve(stream, ctx, record, phases, () => {
       ended = true;
       handshake.release();
       releaseSession?.();
@@ -525,8 +532,5 @@ function sessionRefusal(claims: readonly Claim[], index: number): string {
     ? `session limit reached (${limit} in total)`
     : `session limit for ${key.slice(key.indexOf("\0") + 1)} reached (${limit})`;
 }
-
-const listenKey = (host: string, port: number): string =>
-  `${host.includes(":") ? `[${host}]` : host}:${port}`;
 
 const closeServer = (s: net.Server): Promise<void> => new Promise((resolve) => s.close(() => resolve()));

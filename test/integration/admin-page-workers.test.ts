@@ -103,7 +103,9 @@ test("with two workers the page lists both workers' sessions and ends one held b
   assert.equal(line.worker, victim.worker, "ended by the worker that held it");
   assert.equal(line.bytesUp, 400);
   assert.ok(
-    ferry.logs().some((l) => l.event === "admin.session.end" && l.session === victim.id && l.worker === "primary"),
+    ferry
+      .logs()
+      .some((l) => l.event === "admin.session.end" && l.session === victim.id && l.worker === "primary"),
     "the primary logs the admin action",
   );
   const left = await list();

@@ -10,6 +10,7 @@ import {
   associate,
   bind,
   connect,
+  describeHop,
   parseProxyUrl,
   parseTarget,
   SocksAgent,
@@ -73,7 +74,47 @@ describe("client library against Ferry's server", { timeout: 120_000 }, () => {
     });
     assert.equal(parseProxyUrl("socks4a://h:1").remoteDns, true);
     assert.equal(parseProxyUrl("socks5://h:1").remoteDns, false);
-    assert.throws(() => parseProxyUrl("http://h:1"), /use socks4:\/\/, socks4a:\/\/, socks5:\/\/ or socks5h/);
+    assert.throws(
+      () => parseProxyUrl("ftp://h:1"),
+      /use socks4:\/\/, socks4a:\/\/, socks5:\/\/, socks5h:\/\/, socks5\+tls/,
+    );
+    // HTTP CONNECT proxies, plain and inside TLS, and SOCKS5 inside TLS (docs/tls.md).
+    assert.deepEqual(parseProxyUrl("http://h:3128"), {
+      version: 5,
+      remoteDns: true,
+      http: true,
+      host: "h",
+      port: 3128,
+    });
+    assert.deepEqual(parseProxyUrl("https://u:p@h?ca=/etc/ca.pem"), {
+      version: 5,
+      remoteDns: true,
+      http: true,
+      host: "h",
+      port: 443,
+      username: "u",
+      password: "p",
+      tls: { ca: "/etc/ca.pem" },
+    });
+    const tlsHop = parseProxyUrl(
+      "socks5h+tls://h:1443?ca=/a/ca.pem&cert=/a/c.pem&key=/a/c.key&servername=proxy.example",
+    );
+    assert.deepEqual(tlsHop, {
+      version: 5,
+      remoteDns: true,
+      host: "h",
+      port: 1443,
+      tls: { ca: "/a/ca.pem", cert: "/a/c.pem", key: "/a/c.key", servername: "proxy.example" },
+    });
+    assert.equal(
+      describeHop(tlsHop),
+      "socks5h+tls://h:1443?ca=/a/ca.pem&cert=/a/c.pem&key=/a/c.key&servername=proxy.example",
+    );
+    assert.equal(parseProxyUrl("socks5+tls://h").remoteDns, false);
+    assert.throws(
+      () => parseProxyUrl("socks5h://h:1?ca=/x"),
+      /ca apply to TLS only; use https:\/\/, socks5\+tls/,
+    );
     assert.deepEqual(parseTarget("[2001:db8::1]:443"), { type: "ipv6", host: "2001:db8::1", port: 443 });
     assert.deepEqual(parseTarget("example.com:80"), { type: "domain", host: "example.com", port: 80 });
     assert.deepEqual(parseTarget({ host: "127.0.0.1", port: 9 }), {

@@ -97,7 +97,7 @@ describe("route configuration", () => {
   test("bad schemes, missing ports, SOCKS4 passwords, unknown hops and nested chains are each named", async () => {
     const c = parse({
       upstreams: {
-        a: { url: "https://p:443" },
+        a: { url: "ftp://p:21" },
         b: { url: "http://p" },
         c: { url: "socks4://p:1080", user: "u", password: v("PW") },
         d: { url: "socks5://p:1080" },
@@ -111,7 +111,7 @@ describe("route configuration", () => {
           lines.some((l) => re.test(l)),
           `${re} in\n${err.message}`,
         );
-      has(/upstreams\.a: url: unknown scheme https/);
+      has(/upstreams\.a: url: unknown scheme ftp/);
       has(/upstreams\.b: url: give the HTTP proxy's port/);
       has(/upstreams\.c: socks4 has no passwords/);
       has(/chains\.x\[1\]: no upstream named nosuch \(upstreams: a, b, c, d\)/);
