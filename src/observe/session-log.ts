@@ -24,6 +24,7 @@ export function logSessions(server: FerryServer, parent: Logger): void {
       remote: r.remote,
       bound: r.bound,
       reply: r.reply,
+      status: r.status,
       outcome: r.replyName ?? "no reply",
       rule: r.rule,
       bytesUp: r.bytesUp,

@@ -326,7 +326,7 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
     if (store.full(claims[0]!)) return refuse(sessionRefusal(claims, 0));
     if (store.full(claims[1]!)) return refuse(sessionRefusal(claims, 1));
 
-    const record: SessionRecord = {
+    const fresh = (): SessionRecord => ({
       id: this.nextId++,
       client,
       clientPort,
@@ -334,7 +334,8 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
       bytesDown: 0,
       startedAt: Date.now(),
       durationMs: 0,
-    };
+    });
+    const record = fresh();
     this.sockets.set(socket, record);
     // With workers, each takes its share of the handshake budget (it protects this process).
     const budget = Math.max(1, Math.floor(handshakes / ctx.state.workers));
@@ -346,6 +347,11 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
     let ended = false;
     const phases: SessionPhases = {
       established: () => {
+        // A later request on a kept-alive HTTP connection: the slot is the connection's.
+        if (releaseSession) {
+          this.emit("established", this.sockets.get(socket) ?? record);
+          return undefined;
+        }
         handshake.release();
         const taken = store.take(claims);
         const settle = (t: Taken): string | undefined => {
@@ -359,6 +365,14 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
           return undefined;
         };
         return taken instanceof Promise ? taken.then(settle) : settle(taken);
+      },
+      next: () => {
+        const done = this.sockets.get(socket) ?? record;
+        done.durationMs = Date.now() - done.startedAt;
+        this.emit("session", done);
+        const following = fresh();
+        this.sockets.set(socket, following);
+        return following;
       },
     };
     void this.serve(socket, ctx, record, phases, () => {
@@ -382,10 +396,12 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
       // early and surface as an unhandled rejection that kills the process.
       if (!socket.closed) await new Promise<void>((resolve) => socket.once("close", () => resolve()));
     } finally {
+      // The connection's last record: an HTTP connection has one per request (phases.next).
+      const last = this.sockets.get(socket) ?? record;
       this.sockets.delete(socket);
       release();
-      record.durationMs = Date.now() - record.startedAt;
-      this.emit("session", record);
+      last.durationMs = Date.now() - last.startedAt;
+      this.emit("session", last);
     }
   }
 
