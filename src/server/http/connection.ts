@@ -66,6 +66,7 @@ export class HttpConnection {
   private turn: Promise<void> = Promise.resolve();
   private headTimer: NodeJS.Timeout | undefined;
   private agentMade: TargetAgent | undefined;
+  private closed = false;
   /** A CONNECT took the connection over; no request follows. */
   tunnelled = false;
 
@@ -90,7 +91,7 @@ export class HttpConnection {
   awaitHead(ms: number, what: string): void {
     clearTimeout(this.headTimer);
     this.headTimer = undefined;
-    if (ms <= 0 || this.tunnelled || this.inFlight > 0) return;
+    if (ms <= 0 || this.tunnelled || this.inFlight > 0 || this.closed) return;
     this.headTimer = setTimeout(() => {
       if (!this.record.reason) this.record.reason = `no complete HTTP request head within ${ms} ms (${what})`;
       this.stream.destroy();
@@ -132,6 +133,7 @@ export class HttpConnection {
   }
 
   close(): void {
+    this.closed = true;
     clearTimeout(this.headTimer);
     this.hangup.abort(new Error("the client closed the connection"));
     this.agentMade?.destroy();

@@ -95,7 +95,7 @@ export async function forwardRequest(
         pipeline(upRes, metered(record, "bytesDown", lease.throttle?.down), res, (err) => {
           if (err) {
             // Cut off mid-body: the client must not take what it got for the whole.
-            if (!record.reason) record.reason = `target ended the response early: ${err.message}`;
+            record.reason = `target ended the response early: ${err.message}`;
             res.destroy();
             up.destroy();
           }
@@ -109,19 +109,27 @@ export async function forwardRequest(
           else if (stream) a.text = `the target failed before responding: ${err.message}`;
           noteAnswer(record, a);
           sendAnswer(res, a);
-        } else if (!record.reason) {
+        } else {
           record.reason = `target connection failed mid-response: ${err.message}`;
           res.destroy();
         }
       });
-      // The client going away (or our answer done) ends the exchange with the target too.
-      res.once("close", () => {
-        if (!res.writableFinished && !up.destroyed) up.destroy();
+      // Done when both have closed: the client's response, and the request to the target (whose
+      // connection is back in the pool by then, for the next request to reuse).
+      let open = 2;
+      const closed = (): void => {
+        if (--open > 0) return;
         if (stream instanceof net.Socket && base) {
           record.bytesUp = stream.bytesWritten - base.written;
           record.bytesDown = stream.bytesRead - base.read;
         }
         resolve();
+      };
+      up.once("close", closed);
+      // The client going away (or our answer done) ends the exchange with the target too.
+      res.once("close", () => {
+        if (!res.writableFinished && !up.destroyed) up.destroy();
+        closed();
       });
       pipeline(req, metered(record, "bytesUp", lease.throttle?.up), up, (err) => {
         if (err && !up.destroyed) up.destroy(err);
