@@ -235,6 +235,42 @@ describe("HTTP proxy on the SOCKS port, without logins", () => {
     }
   });
 
+  test("a kept-alive target connection closed as it is reused: the GET is sent again on a new one", async () => {
+    // The first connection answers once, then drops the next request unanswered (a target whose
+    // keep-alive timer fired just then); later connections answer everything.
+    const connections: net.Socket[] = [];
+    const stale = net.createServer((s) => {
+      const index = connections.push(s) - 1;
+      let answered = 0;
+      s.on("data", (d: Buffer) => {
+        for (const _ of d.toString("latin1").matchAll(/\r\n\r\n/g)) {
+          if (index === 0 && answered === 1) {
+            s.destroy();
+            return;
+          }
+          answered++;
+          s.write(`HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nconn ${index}\n`);
+        }
+      });
+      s.on("error", () => {});
+    });
+    await new Promise<void>((r) => stale.listen(0, "127.0.0.1", () => r()));
+    const port = (stale.address() as net.AddressInfo).port;
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      const first = await viaProxy(ferry.port, `http://127.0.0.1:${port}/1`, { agent });
+      assert.equal(first.body, "conn 0\n");
+      const second = await viaProxy(ferry.port, `http://127.0.0.1:${port}/2`, { agent });
+      assert.equal(second.status, 200);
+      assert.equal(second.body, "conn 1\n");
+      assert.equal(connections.length, 2);
+    } finally {
+      agent.destroy();
+      for (const s of connections) s.destroy();
+      await new Promise<void>((r) => stale.close(() => r()));
+    }
+  });
+
   test("a request to the proxy itself (origin-form) is 400 saying how to use it", async () => {
     const r = await viaProxy(ferry.port, "/just-a-path");
     assert.equal(r.status, 400);

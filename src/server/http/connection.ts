@@ -57,8 +57,6 @@ export class HttpConnection {
   readonly hangup = new Hangup();
   /** The last Basic login checked here (src/server/http/login.ts). */
   last?: LoginMemo;
-  /** The session slot is taken (the first request that got past its login). */
-  private established = false;
   private requests = 0;
   /** Requests read and not yet answered; the head timer runs only when none is. */
   private inFlight = 0;
@@ -121,15 +119,12 @@ export class HttpConnection {
       });
   }
 
-  /** The connection's session slot, taken once; later requests only announce their record. */
+  /**
+   * The connection's session slot, taken by the first request past its login (server.ts keeps
+   * it); later requests only announce their record. Returns which limit refuses, if one does.
+   */
   async establish(): Promise<string | undefined> {
-    const refused = await this.phases?.established();
-    if (!refused) this.established = true;
-    return refused;
-  }
-
-  get isEstablished(): boolean {
-    return this.established;
+    return await this.phases?.established();
   }
 
   close(): void {

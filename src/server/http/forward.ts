@@ -63,77 +63,99 @@ export async function forwardRequest(
     ferryDial: () =>
       ctx.outbound.connect(admitted, new HangupOptions(conn.hangup, dialBudget(connectMs, started))),
   };
+  // Without a body a request can be sent again: once, when a kept-alive connection to the target
+  // turns out to have been closed by it just as it was reused (nothing was answered on it).
+  const bodiless =
+    req.headers["transfer-encoding"] === undefined && (req.headers["content-length"] ?? "0") === "0";
   try {
     await new Promise<void>((resolve) => {
-      const up = http.request(options);
+      let up: http.ClientRequest;
+      let upClosed = false;
+      let resClosed = false;
       let base: { read: number; written: number } | undefined;
       let stream: Duplex | undefined;
-      up.on("socket", (s: Duplex) => {
-        stream = s;
-        const dialed = dialedOf.get(s);
-        if (dialed) {
-          record.remote = formatAddress(dialed.remote);
-          record.bound = formatAddress(boundAddress(dialed.local.host, dialed.local.port));
-        }
-        if (s instanceof net.Socket) base = { read: s.bytesRead, written: s.bytesWritten };
-      });
-      if (idleMs > 0)
-        up.setTimeout(idleMs, () =>
-          up.destroy(
-            Object.assign(new Error(`no byte from the target for ${idleMs} ms`), { code: "ETIMEDOUT" }),
-          ),
-        );
-      // The target's 100 Continue is what the client waits for before sending its body.
-      up.on("continue", () => {
-        if (!res.headersSent) res.writeContinue();
-      });
-      up.on("response", (upRes) => {
-        const out = endToEndHeaders(upRes.rawHeaders, ["via"]);
-        out.push("Via", appendVia(viaOf(upRes.rawHeaders), upRes.httpVersion));
-        noteAnswer(record, { status: upRes.statusCode ?? 502, text: "", reply: Reply.SUCCEEDED });
-        res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, out);
-        pipeline(upRes, metered(record, "bytesDown", lease.throttle?.down), res, (err) => {
-          if (err) {
-            // Cut off mid-body: the client must not take what it got for the whole.
-            record.reason = `target ended the response early: ${err.message}`;
-            res.destroy();
-            up.destroy();
-          }
-        });
-      });
-      up.on("error", (err) => {
-        if (!res.headersSent) {
-          const a: Answer = answerForError(err);
-          if (errorCode(err) === "ETIMEDOUT" && !stream)
-            a.text = `connect to ${formatAddress(admitted.target)} timed out after ${connectMs} ms (timeouts.connect)`;
-          else if (stream) a.text = `the target failed before responding: ${err.message}`;
-          noteAnswer(record, a);
-          sendAnswer(res, a);
-        } else {
-          record.reason = `target connection failed mid-response: ${err.message}`;
-          res.destroy();
-        }
-      });
       // Done when both have closed: the client's response, and the request to the target (whose
       // connection is back in the pool by then, for the next request to reuse).
-      let open = 2;
-      const closed = (): void => {
-        if (--open > 0) return;
+      const done = (): void => {
+        if (!upClosed || !resClosed) return;
         if (stream instanceof net.Socket && base) {
           record.bytesUp = stream.bytesWritten - base.written;
           record.bytesDown = stream.bytesRead - base.read;
         }
         resolve();
       };
-      up.once("close", closed);
+      const send = (mayRetry: boolean): void => {
+        const current = http.request(options);
+        up = current;
+        upClosed = false;
+        current.on("socket", (s: Duplex) => {
+          stream = s;
+          const dialed = dialedOf.get(s);
+          if (dialed) {
+            record.remote = formatAddress(dialed.remote);
+            record.bound = formatAddress(boundAddress(dialed.local.host, dialed.local.port));
+          }
+          if (s instanceof net.Socket) base = { read: s.bytesRead, written: s.bytesWritten };
+        });
+        if (idleMs > 0)
+          current.setTimeout(idleMs, () =>
+            current.destroy(
+              Object.assign(new Error(`no byte from the target for ${idleMs} ms`), { code: "ETIMEDOUT" }),
+            ),
+          );
+        // The target's 100 Continue is what the client waits for before sending its body.
+        current.on("continue", () => {
+          if (!res.headersSent) res.writeContinue();
+        });
+        current.on("response", (upRes) => {
+          const out = endToEndHeaders(upRes.rawHeaders, ["via"]);
+          out.push("Via", appendVia(viaOf(upRes.rawHeaders), upRes.httpVersion));
+          noteAnswer(record, { status: upRes.statusCode ?? 502, text: "", reply: Reply.SUCCEEDED });
+          res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, out);
+          pipeline(upRes, metered(record, "bytesDown", lease.throttle?.down), res, (err) => {
+            if (err) {
+              // Cut off mid-body: the client must not take what it got for the whole.
+              record.reason = `target ended the response early: ${err.message}`;
+              res.destroy();
+              current.destroy();
+            }
+          });
+        });
+        current.on("error", (err) => {
+          const code = errorCode(err);
+          if (mayRetry && bodiless && current.reusedSocket && !res.headersSent && !res.destroyed) {
+            if (code === "ECONNRESET" || code === "EPIPE") return send(false);
+          }
+          if (!res.headersSent) {
+            const a: Answer = answerForError(err);
+            if (code === "ETIMEDOUT" && !stream)
+              a.text = `connect to ${formatAddress(admitted.target)} timed out after ${connectMs} ms (timeouts.connect)`;
+            else if (stream) a.text = `the target failed before responding: ${err.message}`;
+            noteAnswer(record, a);
+            sendAnswer(res, a);
+          } else {
+            record.reason = `target connection failed mid-response: ${err.message}`;
+            res.destroy();
+          }
+        });
+        current.once("close", () => {
+          if (up !== current) return;
+          upClosed = true;
+          done();
+        });
+        if (bodiless) current.end();
+        else
+          pipeline(req, metered(record, "bytesUp", lease.throttle?.up), current, (err) => {
+            if (err && !current.destroyed) current.destroy(err);
+          });
+      };
       // The client going away (or our answer done) ends the exchange with the target too.
       res.once("close", () => {
         if (!res.writableFinished && !up.destroyed) up.destroy();
-        closed();
+        resClosed = true;
+        done();
       });
-      pipeline(req, metered(record, "bytesUp", lease.throttle?.up), up, (err) => {
-        if (err && !up.destroyed) up.destroy(err);
-      });
+      send(true);
     });
   } finally {
     lease.release();
