@@ -4,7 +4,9 @@ import net from "node:net";
 import { after, before, describe, test } from "node:test";
 import type { LoginEvent } from "../../src/auth/login-guard.js";
 import type { AuthMethod } from "../../src/auth/method.js";
+import { TokenBucket } from "../../src/server/limits.js";
 import { type RunningFerry, startFerry } from "../helpers/ferry.js";
+import { pseudoRandomSha256, startHttpServer } from "../helpers/http.js";
 import {
   type EchoTarget,
   headerValues,
@@ -14,7 +16,7 @@ import {
   startEchoTarget,
   viaProxy,
 } from "../helpers/http-proxy.js";
-import { startEchoServer, waitFor } from "../helpers/net.js";
+import { sha256, startEchoServer, waitFor } from "../helpers/net.js";
 import { TestClient } from "../helpers/socks.js";
 
 const basic = (user: string, password: string): string =>
@@ -376,6 +378,48 @@ describe("HTTP proxy with only Kerberos offered", () => {
       assert.equal(r.headers["proxy-authenticate"], undefined);
     } finally {
       await ferry.close();
+    }
+  });
+});
+
+describe("HTTP proxy bandwidth", () => {
+  test("limits.bandwidth.perUser holds a forwarded download to the rate, and the bytes are whole", async () => {
+    const web = await startHttpServer();
+    const rate = 256 * 1024;
+    const total = 768 * 1024;
+    const ferry = await startFerry(
+      { rules: LOOPBACK_RULES, limits: { bandwidth: { perUser: "256KiB/s" } } },
+      { inlineUsers: [{ name: "alice", password: "wonderland" }] },
+    );
+    try {
+      const started = performance.now();
+      const r = await new Promise<{ status: number; body: Buffer }>((resolve, reject) => {
+        const req = http.get({
+          host: "127.0.0.1",
+          port: ferry.port,
+          path: `${web.origin}/bytes/${total}`,
+          headers: { "Proxy-Authorization": basic("alice", "wonderland") },
+        });
+        req.on("error", reject);
+        req.on("response", (res) => {
+          const chunks: Buffer[] = [];
+          res.on("data", (c: Buffer) => chunks.push(c));
+          res.on("end", () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
+          res.on("error", reject);
+        });
+      });
+      const ms = performance.now() - started;
+      assert.equal(r.status, 200);
+      assert.equal(sha256(r.body), pseudoRandomSha256(total));
+      // Only a floor: the bucket's burst may pass at once, the rest cannot come faster than the rate.
+      const floorMs = ((total - new TokenBucket(rate).burst) / rate) * 1000 * 0.9;
+      assert.ok(
+        ms >= floorMs,
+        `${total} bytes at ${rate} B/s came in ${Math.round(ms)} ms, under ${Math.round(floorMs)}`,
+      );
+    } finally {
+      await ferry.close();
+      await web.close();
     }
   });
 });
