@@ -368,7 +368,8 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
       },
       next: () => {
         const done = this.sockets.get(socket) ?? record;
-        done.durationMs = Date.now() - done.startedAt;
+        // An HTTP request's record notes its own end; the connection may have idled since.
+        done.durationMs ||= Date.now() - done.startedAt;
         this.emit("session", done);
         const following = fresh();
         this.sockets.set(socket, following);
@@ -400,7 +401,7 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
       const last = this.sockets.get(socket) ?? record;
       this.sockets.delete(socket);
       release();
-      last.durationMs = Date.now() - last.startedAt;
+      last.durationMs ||= Date.now() - last.startedAt;
       this.emit("session", last);
     }
   }

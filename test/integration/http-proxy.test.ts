@@ -164,6 +164,37 @@ describe("HTTP proxy on the SOCKS port, without logins", () => {
     }
   });
 
+  test("pipelined requests are answered in order, each with its own complete record", async () => {
+    const c = await TestClient.connect(ferry.port);
+    try {
+      c.write(
+        `GET ${target.origin}/p1 HTTP/1.1\r\nHost: x\r\n\r\nGET ${target.origin}/chunked HTTP/1.1\r\nHost: x\r\n\r\n` +
+          `GET ${target.origin}/p3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`,
+      );
+      const { data } = await c.readToEnd(10_000);
+      const text = data.toString();
+      const order = ["seen GET /p1", "one,", "seen GET /p3"].map((m) => text.indexOf(m));
+      assert.ok(order.every((i) => i >= 0) && order[0]! < order[1]! && order[1]! < order[2]!, text);
+      await waitFor(
+        () => ferry.records.filter((r) => r.clientPort === c.localPort).length === 3,
+        5000,
+        "3 records",
+      );
+      const mine = ferry.records.filter((r) => r.clientPort === c.localPort);
+      assert.deepEqual(
+        mine.map((r) => [r.status, r.reply, r.bytesDown > 0]),
+        [
+          [200, 0, true],
+          [200, 0, true],
+          [200, 0, true],
+        ],
+      );
+      assert.equal(new Set(mine.map((r) => r.id)).size, 3);
+    } finally {
+      c.destroy();
+    }
+  });
+
   test("Expect: 100-continue: the target's 100 comes back before the body is sent", async () => {
     const c = await TestClient.connect(ferry.port);
     try {

@@ -101,12 +101,16 @@ export class HttpConnection {
     clearTimeout(this.headTimer);
     this.headTimer = undefined;
     this.inFlight++;
-    // The first request keeps the record the connection came with; each later one gets its own.
-    if (this.requests++ > 0 && this.phases?.next) this.record = this.phases.next();
-    const record = this.record;
-    record.protocol = "http";
+    let record = this.record;
     this.turn = this.turn
-      .then(task)
+      .then(() => {
+        // The first request keeps the record the connection came with; each later one gets its
+        // own when its turn comes (the one before is complete by then).
+        if (this.requests++ > 0 && this.phases?.next) this.record = this.phases.next();
+        record = this.record;
+        record.protocol = "http";
+        return task();
+      })
       .catch((err: Error) => {
         if (!record.reason) record.reason = err.message;
         this.stream.destroy();
