@@ -454,3 +454,26 @@ describe("HTTP proxy bandwidth", () => {
     }
   });
 });
+
+describe("HTTP proxy session limits", () => {
+  test("a connection refused its session slot (sessionsPerClient) gets 503 saying which limit", async () => {
+    const echo = await startEchoServer();
+    const ferry = await startFerry({ rules: LOOPBACK_RULES, limits: { sessionsPerClient: 1 } });
+    // Both accepted while no session is established; the first to ask takes the one slot.
+    const first = await TestClient.connect(ferry.port);
+    const second = await TestClient.connect(ferry.port);
+    try {
+      first.write(`CONNECT 127.0.0.1:${echo.port} HTTP/1.1\r\n\r\n`);
+      assert.equal((await first.read(parseRawResponse, 10_000, "the tunnel")).status, 200);
+      second.write(`GET http://127.0.0.1:${echo.port}/ HTTP/1.1\r\nHost: x\r\n\r\n`);
+      const r = await second.read(parseRawResponse, 10_000, "the refusal");
+      assert.equal(r.status, 503);
+      assert.match(r.body, /session limit for 127\.0\.0\.1 reached \(1\)/);
+    } finally {
+      first.destroy();
+      second.destroy();
+      await ferry.close();
+      await echo.close();
+    }
+  });
+});
