@@ -38,6 +38,7 @@ export function buildCli(): Command {
       collect,
     )
     .option("--allow-open-proxy", "allow listening on a non-loopback address without authentication")
+    .option("--no-http", "SOCKS only: answer HTTP proxy clients 400 (http: false)")
     .option("--log-level <level>", "trace, debug, info, warn, error")
     .addOption(new Option("--log-format <format>", "log format").choices(["json", "pretty"]))
     .option("--control <path>", "Unix socket for `ferry reload` (mode 0600); SIGHUP reloads too")

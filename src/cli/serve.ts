@@ -31,6 +31,8 @@ export interface ServeFlags {
   users?: string;
   auth?: string[];
   allowOpenProxy?: boolean;
+  /** false with --no-http; commander sets true otherwise, which leaves the file's value. */
+  http?: boolean;
   logLevel?: string;
   logFormat?: "json" | "pretty";
   control?: string;
@@ -73,6 +75,7 @@ export async function serve(flags: ServeFlags): Promise<number> {
       users: flags.users,
       auth: flags.auth?.length ? (flags.auth.flatMap((a) => a.split(",")) as FileConfig["auth"]) : undefined,
       allowOpenProxy: flags.allowOpenProxy || undefined,
+      http: flags.http === false ? false : undefined,
       workers:
         flags.workers === undefined
           ? undefined

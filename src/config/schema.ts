@@ -63,6 +63,11 @@ export const configSchema = z.strictObject({
         .default(["confidentiality", "integrity"]),
     })
     .optional(),
+  /**
+   * Serve HTTP proxy clients (CONNECT and absolute-URI requests) on the same ports as SOCKS
+   * (docs/http-proxy.md); false answers them 400.
+   */
+  http: z.boolean().default(true),
   /** Required to listen on a non-loopback address without authentication. */
   allowOpenProxy: z.boolean().default(false),
   /** Ports for BIND listeners and UDP relay sockets, "LOW-HIGH". Default: the system picks. */

@@ -42,7 +42,7 @@ const sessionFields = {
   /** GSSAPI: the protection level agreed for the session. */
   protection: z.enum(["none", "integrity", "confidentiality"]).optional(),
   ident: str.optional(),
-  command: z.enum(["connect", "bind", "udp"]).optional(),
+  command: z.enum(["connect", "bind", "udp", "http"]).optional(),
   target: str.optional(),
   rule: str.optional(),
 };
@@ -104,6 +104,8 @@ const FIELDS = {
     /** The reply code sent (SOCKS5 REP, SOCKS4 CD), and its name; "no reply" when none was sent. */
     reply: int.optional(),
     outcome: str,
+    /** HTTP proxy requests: the status sent to the client. */
+    status: int.optional(),
     bytesUp: count,
     bytesDown: count,
     peer: str.optional(),

@@ -97,7 +97,8 @@ export function outcomeOf(r: SessionRecord): string {
   return OUTCOMES[inner ?? r.replyName] ?? "other";
 }
 
-const COMMANDS = new Set(["connect", "bind", "udp"]);
+/** SOCKS commands, and `http` for a request an HTTP proxy client had forwarded (docs/http-proxy.md). */
+const COMMANDS = new Set(["connect", "bind", "udp", "http"]);
 const command = (r: SessionRecord): string =>
   r.command === undefined ? "none" : COMMANDS.has(r.command) ? r.command : "other";
 

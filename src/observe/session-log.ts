@@ -63,6 +63,7 @@ export function logSessions(server: FerryServer, parent: Logger, options: Sessio
       remote: r.remote,
       bound: r.bound,
       reply: r.reply,
+      status: r.status,
       outcome: r.replyName ?? "no reply",
       rule: r.rule,
       bytesUp: r.bytesUp,

@@ -52,6 +52,8 @@ export interface SessionRecord {
   /** Reply code sent (SOCKS5 REP or SOCKS4 CD), and its name. */
   reply?: number;
   replyName?: string;
+  /** HTTP: the status the client received (the target's, for a forwarded request). */
+  status?: number;
   rule?: string;
   /** CONNECT and BIND: bytes relayed each way; UDP: payload bytes of the datagrams relayed. */
   bytesUp: number;

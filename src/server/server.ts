@@ -11,7 +11,7 @@ import { describeListenError } from "./listen-error.js";
 import { type Preamble, readPreamble } from "./proxy-header.js";
 import { cutRelay } from "./relay.js";
 import { runSession, type SessionPhases } from "./session.js";
-import { acceptTls } from "./tls-listener.js";
+import { acceptTls, TLS_CERT_METHOD } from "./tls-listener.js";
 
 export interface ListeningAddress {
   host: string;
@@ -417,16 +417,20 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
     if (store.full(claims[0]!)) return refuse(sessionRefusal(claims, 0));
     if (store.full(claims[1]!)) return refuse(sessionRefusal(claims, 1));
 
-    const record: SessionRecord = {
-      id: this.nextId++,
-      client,
-      clientPort,
-      bytesUp: 0,
-      bytesDown: 0,
-      startedAt: Date.now(),
-      durationMs: 0,
+    const fresh = (): SessionRecord => {
+      const r: SessionRecord = {
+        id: this.nextId++,
+        client,
+        clientPort,
+        bytesUp: 0,
+        bytesDown: 0,
+        startedAt: Date.now(),
+        durationMs: 0,
+      };
+      if (proxy) r.proxy = proxy;
+      return r;
     };
-    if (proxy) record.proxy = proxy;
+    const record = fresh();
     // A TLS listener's sessions read and write the decrypted stream; plain ones the socket itself.
     const tlsListener = ctx.tls.get(listen);
     const stream = tlsListener ? acceptTls(socket, tlsListener, record) : socket;
@@ -441,6 +445,11 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
     let ended = false;
     const phases: SessionPhases = {
       established: () => {
+        // A later request on a kept-alive HTTP connection: the slot is the connection's.
+        if (releaseSession) {
+          this.emit("established", this.sockets.get(stream) ?? record);
+          return undefined;
+        }
         handshake.release();
         const taken = store.take(claims);
         const settle = (t: Taken): string | undefined => {
@@ -454,6 +463,21 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
           return undefined;
         };
         return taken instanceof Promise ? taken.then(settle) : settle(taken);
+      },
+      next: () => {
+        const done = this.sockets.get(stream) ?? record;
+        // An HTTP request's record notes its own end; the connection may have idled since.
+        done.durationMs ||= Date.now() - done.startedAt;
+        this.emit("session", done);
+        const following = fresh();
+        // What the connection established holds for every request on it.
+        if (done.tls) following.tls = done.tls;
+        if (done.method === TLS_CERT_METHOD) {
+          following.method = done.method;
+          if (done.user !== undefined) following.user = done.user;
+        }
+        this.sockets.set(stream, following);
+        return following;
       },
     };
     void this.serve(stream, ctx, record, phases, () => {
@@ -477,10 +501,12 @@ export class FerryServer extends EventEmitter<FerryServerEvents> {
       // early and surface as an unhandled rejection that kills the process.
       if (!socket.closed) await new Promise<void>((resolve) => socket.once("close", () => resolve()));
     } finally {
+      // The connection's last record: an HTTP connection has one per request (phases.next).
+      const last = this.sockets.get(socket) ?? record;
       this.sockets.delete(socket);
       release();
-      record.durationMs = Date.now() - record.startedAt;
-      this.emit("session", record);
+      last.durationMs ||= Date.now() - last.startedAt;
+      this.emit("session", last);
     }
   }
 

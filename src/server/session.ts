@@ -11,6 +11,7 @@ import { bindCommand } from "./bind.js";
 import { connectCommand } from "./connect.js";
 import type { ServerContext, SessionRecord } from "./context.js";
 import { type Handshake, SessionEnd, socks4Handshake, socks5Handshake } from "./handshake.js";
+import { serveHttpProxy } from "./http/connection.js";
 import { rejectHttp } from "./http-reject.js";
 
 /** Peeks at the first bytes without consuming them. */
@@ -33,6 +34,12 @@ export interface SessionPhases {
    * promise when the slot is asked of the workers' primary.
    */
   established(): string | undefined | Promise<string | undefined>;
+  /**
+   * HTTP keep-alive: the current record is complete. Emits it and returns a fresh one (new id,
+   * same client) for the connection's next request; `established` called again then only
+   * announces that record, the connection keeping its one slot.
+   */
+  next?(): SessionRecord;
 }
 
 /**
@@ -66,8 +73,15 @@ export async function runSession(
         break;
       case "http":
         record.protocol = "http";
-        record.reason = `HTTP ${sniffed.method} request on the SOCKS port; answered 400`;
-        rejectHttp(socket);
+        if (!ctx.config.http) {
+          record.reason = `HTTP ${sniffed.method} request on the SOCKS port (http: false); answered 400`;
+          rejectHttp(socket);
+          return;
+        }
+        // The HTTP proxy bounds each request head itself.
+        clearTimeout(handshakeTimer);
+        handshakeTimer = undefined;
+        await serveHttpProxy(socket, reader.release(), ctx, record, phases);
         return;
       default:
         record.protocol = "unknown";

@@ -224,9 +224,9 @@ describe("limits", () => {
 });
 
 describe("other protocols on the SOCKS port", () => {
-  test("an HTTP client gets an HTTP/1.1 400 whose body explains, then a close", async () => {
+  test("with http: false, an HTTP client gets an HTTP/1.1 400 whose body explains, then a close", async () => {
     const echo = await startEchoServer();
-    const ferry = await startFerry();
+    const ferry = await startFerry({ http: false });
     try {
       const c = await TestClient.connect(ferry.port);
       c.write("GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n");
@@ -253,8 +253,8 @@ describe("other protocols on the SOCKS port", () => {
     }
   });
 
-  test("an HTTP CONNECT request (a client set up for an HTTP proxy) gets the 400 too", async () => {
-    const ferry = await startFerry();
+  test("with http: false, an HTTP CONNECT request gets the 400 too", async () => {
+    const ferry = await startFerry({ http: false });
     try {
       const c = await TestClient.connect(ferry.port);
       c.write("CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n");
