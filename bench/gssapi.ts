@@ -1,7 +1,8 @@
 // Throughput of a GSSAPI-authenticated CONNECT at each protection level, one direction
-// (client → target), against a throwaway local KDC: Ferry's client through an in-process Ferry,
-// and, when Dante with GSSAPI is built (scripts/build-dante-gssapi.sh), Dante's client (socksify
-// socat) through Ferry and through Dante's sockd, and Ferry's client through sockd.
+// (client → target), against a throwaway local KDC: Ferry's client through an in-process Ferry
+// and through `ferry serve` in its own process, and, when Dante with GSSAPI is built
+// (scripts/build-dante-gssapi.sh), Dante's client (socksify socat) through Ferry and through
+// Dante's sockd, and Ferry's client through sockd: the same client, each proxy in its own process.
 //   npm run build && node dist/bench/gssapi.js [MiB per run, default 64] [runs, default 3]
 import { once } from "node:events";
 import net from "node:net";
@@ -9,6 +10,7 @@ import { performance } from "node:perf_hooks";
 import { loadGssapi } from "../src/auth/gssapi-native.js";
 import type { ProtectionName } from "../src/protocol/gssapi.js";
 import { startFerry } from "../test/helpers/ferry.js";
+import { spawnFerry } from "../test/helpers/ferry-process.js";
 import { gssapiConnect } from "../test/helpers/gssapi-client.js";
 import { startTestRealm, type TestRealm } from "../test/helpers/kdc.js";
 import { type DanteBuild, findDanteGssapi, socksifiedSend, startSockd } from "./gssapi-dante.js";
@@ -136,6 +138,25 @@ async function main(): Promise<void> {
         }
       } finally {
         await ferry.close();
+      }
+      // The proxy in a process of its own, as sockd is below: the same client against both.
+      const served = await spawnFerry({
+        env: { ...process.env, ...realm.env },
+        config: (listen) => ({
+          listen: [listen],
+          auth: ["gssapi"],
+          gssapi: { keytab: realm.keytab, principal: "rcmd/localhost", protection: [level] },
+        }),
+      });
+      try {
+        report(
+          "Ferry client → Ferry",
+          level,
+          await repeat(() => ferryClient(served.port, sink, level)),
+          "Ferry client",
+        );
+      } finally {
+        await served.stop();
       }
       if (typeof dante === "string") continue;
       const sockd = await startSockd(dante, realm, level);
