@@ -1,7 +1,7 @@
 import { EventEmitter } from "node:events";
 import type { LoginEvent, LoginOutcome, LoginThrottle } from "../auth/login-guard.js";
 import { clientGroup, PendingLogins } from "../auth/login-guard.js";
-import type { Claim, LimitStore, Taken } from "../server/limit-store.js";
+import { type Claim, type LimitStore, type Taken, takenSlots } from "../server/limit-store.js";
 import { TokenBucket } from "../server/limits.js";
 import type { ToPrimary, ToWorker } from "./messages.js";
 
@@ -82,14 +82,7 @@ export class WorkerLimitStore implements LimitStore {
   }
 
   private slots(claims: readonly Claim[]): Taken {
-    let released = false;
-    return {
-      release: () => {
-        if (released) return;
-        released = true;
-        for (const c of claims) this.free(c.key);
-      },
-    };
+    return takenSlots(claims, (key) => this.free(key));
   }
 
   private free(key: string): void {

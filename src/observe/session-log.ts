@@ -23,22 +23,7 @@ export function logSessions(server: FerryServer, parent: Logger, options: Sessio
   if (options.starts !== false) {
     server.on("established", (r) => {
       if (!log.isLevelEnabled("info")) return;
-      const line = {
-        event: "session.start",
-        session: r.id,
-        client: clientField(r),
-        proxy: r.proxy,
-        protocol: r.protocol,
-        tls: r.tls,
-        method: r.method,
-        user: r.user,
-        groups: r.groups,
-        protection: r.protection,
-        ident: r.ident,
-        command: r.command,
-        target: r.target,
-        rule: r.rule,
-      };
+      const line = { event: "session.start", ...known(r), rule: r.rule };
       log.info(line, "session started");
     });
   }
@@ -48,18 +33,7 @@ export function logSessions(server: FerryServer, parent: Logger, options: Sessio
     if (ok && !log.isLevelEnabled("info")) return;
     const line = {
       event: "session.end",
-      session: r.id,
-      client: clientField(r),
-      proxy: r.proxy,
-      protocol: r.protocol,
-      tls: r.tls,
-      method: r.method,
-      user: r.user,
-      groups: r.groups,
-      protection: r.protection,
-      ident: r.ident,
-      command: r.command,
-      target: r.target,
+      ...known(r),
       remote: r.remote,
       bound: r.bound,
       reply: r.reply,
@@ -109,4 +83,22 @@ export function logSessions(server: FerryServer, parent: Logger, options: Sessio
       `${what} (${e.connections} open); more are served as these close. Raise the limit (ulimit -n, or LimitNOFILE= in a systemd unit)`,
     );
   });
+}
+
+/** What both session lines say of a session: who, how, and what it asked for. */
+function known(r: SessionRecord) {
+  return {
+    session: r.id,
+    client: clientField(r),
+    proxy: r.proxy,
+    protocol: r.protocol,
+    tls: r.tls,
+    method: r.method,
+    user: r.user,
+    groups: r.groups,
+    protection: r.protection,
+    ident: r.ident,
+    command: r.command,
+    target: r.target,
+  };
 }

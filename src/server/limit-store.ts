@@ -15,6 +15,18 @@ export interface Claim {
 /** Slots taken (release gives them back; idempotent), or the index of the claim that was full. */
 export type Taken = { release(): void } | { refused: number };
 
+/** Slots taken of every claim, given back by `free` one key at a time, once however often released. */
+export function takenSlots(claims: readonly Claim[], free: (key: string) => void): Taken {
+  let released = false;
+  return {
+    release: () => {
+      if (released) return;
+      released = true;
+      for (const c of claims) free(c.key);
+    },
+  };
+}
+
 /**
  * Where the limits shared by every session of the server are kept: session counts, bandwidth
  * and login throttling. With one process it is this process's memory (LocalLimitStore); with
@@ -56,18 +68,11 @@ export class LocalLimitStore implements LimitStore {
       if ((this.counts.get(c.key) ?? 0) >= c.limit) return { refused: i };
     }
     for (const c of claims) this.counts.set(c.key, (this.counts.get(c.key) ?? 0) + 1);
-    let released = false;
-    return {
-      release: () => {
-        if (released) return;
-        released = true;
-        for (const c of claims) {
-          const left = (this.counts.get(c.key) ?? 1) - 1;
-          if (left > 0) this.counts.set(c.key, left);
-          else this.counts.delete(c.key);
-        }
-      },
-    };
+    return takenSlots(claims, (key) => {
+      const left = (this.counts.get(key) ?? 1) - 1;
+      if (left > 0) this.counts.set(key, left);
+      else this.counts.delete(key);
+    });
   }
 
   full(claim: Claim): boolean {

@@ -3,7 +3,7 @@ import { EventEmitter } from "node:events";
 import { hostname } from "node:os";
 import { Redis, type RedisOptions } from "ioredis";
 import { LoginGuard, type LoginThrottle } from "../auth/login-guard.js";
-import type { Claim, LimitStore, Taken } from "../server/limit-store.js";
+import { type Claim, type LimitStore, type Taken, takenSlots } from "../server/limit-store.js";
 import type { TokenBucket } from "../server/limits.js";
 import { RedisBucket } from "./redis-bucket.js";
 import { RedisFailures } from "./redis-logins.js";
@@ -243,14 +243,7 @@ export class RedisLimitStore extends EventEmitter<{ status: [SharedStatus] }> im
   /** Counts the claims' slots as this instance's, and how to give them back. */
   private slots(claims: readonly Claim[]): Taken {
     for (const c of claims) this.held.set(c.key, (this.held.get(c.key) ?? 0) + 1);
-    let released = false;
-    return {
-      release: () => {
-        if (released) return;
-        released = true;
-        for (const c of claims) this.free(c.key);
-      },
-    };
+    return takenSlots(claims, (key) => this.free(key));
   }
 
   private free(key: string): void {

@@ -54,7 +54,7 @@ export interface FuzzReport {
   seed: number;
   inputs: number;
   byKind: Record<string, number>;
-  /** How the server ended each TCP input: closed, success (a reply 0 / 90), hang. */
+  /** How the server ended each TCP input: closed, success (a reply 0 / 90, an HTTP answer), hang. */
   endings: Record<string, number>;
   datagrams: number;
   probes: number;
@@ -174,6 +174,9 @@ function mutated(rng: Rng, parts: Buffer[]): { writes: Buffer[]; how: string } {
 /** Whether the server's bytes end in a granted request, after which an open connection is right. */
 export function looksLikeSuccess(got: Buffer): boolean {
   if (got.length >= 8 && got[0] === 0 && got[1] === 90) return true; // SOCKS4 granted
+  // The HTTP proxy answered (a CONNECT tunnel, or a status on a connection kept alive for the
+  // next request, as HTTP/1.1 keeps it): an answer, not a hang.
+  if (/^HTTP\/1\.[01] \d{3} [^\r\n]*\r\n(?:[^\r\n]+\r\n)*\r\n/.test(got.toString("latin1"))) return true;
   if (got[0] !== 5 || got.length < 2) return false;
   let at = 2;
   if (got[1] === 2) {
