@@ -12,6 +12,7 @@ import { fileURLToPath } from "node:url";
 import { loadConfig } from "../../src/config/load.js";
 import { fdsNeeded } from "../../src/server/fd-budget.js";
 import { FERRY_BIN, spawnFerry } from "../helpers/ferry-process.js";
+import { waitFor } from "../helpers/net.js";
 import { describeRun, run, tempDir } from "../helpers/process.js";
 import { requireTool } from "../helpers/tools.js";
 
@@ -126,14 +127,20 @@ describe("packaging files", { timeout: 120_000 }, () => {
     assert.equal(check.code, 0, describeRun(check));
   });
 
-  it("the health check passes against a serving Ferry and fails against a closed port", async (t) => {
+  it("the health check passes against a serving Ferry's /healthz and fails once it has stopped", async (t) => {
     const probe = join(root, "packaging", "healthcheck.mjs");
-    const ferry = await spawnFerry();
+    const ferry = await spawnFerry({
+      config: (listen) => ({ listen: [listen], admin: { listen: "127.0.0.1:0" } }),
+    });
     t.after(() => ferry.stop());
-    const ok = await run(process.execPath, [probe, `127.0.0.1:${ferry.port}`], { timeoutMs: 30_000 });
+    // Logged a moment after the SOCKS listener's line, which spawnFerry waits for.
+    const adminLine = () => ferry.logs().find((l) => l.event === "admin.listen");
+    await waitFor(() => adminLine() !== undefined, 10_000, "the admin listener's line");
+    const admin = String(adminLine()!.admin);
+    const ok = await run(process.execPath, [probe, admin], { timeoutMs: 30_000 });
     assert.equal(ok.code, 0, describeRun(ok));
     await ferry.stop();
-    const down = await run(process.execPath, [probe, `127.0.0.1:${ferry.port}`], { timeoutMs: 30_000 });
+    const down = await run(process.execPath, [probe, admin], { timeoutMs: 30_000 });
     assert.equal(down.code, 1, describeRun(down));
     assert.match(down.stderr, /unhealthy/);
   });
