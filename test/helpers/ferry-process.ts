@@ -1,7 +1,7 @@
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { type Daemon, startDaemon, tempDir } from "./process.js";
+import { type Daemon, removingOnStop, startDaemon, tempDir } from "./process.js";
 
 /** bin/ferry in this checkout (this file runs from dist/test/helpers/). */
 export const FERRY_BIN = fileURLToPath(new URL("../../../bin/ferry", import.meta.url));
@@ -138,18 +138,10 @@ export async function spawnFerry(options: SpawnFerryOptions = {}): Promise<Ferry
     await dir?.remove();
     throw err;
   });
-  if (dir) {
-    const stop = daemon.stop;
-    daemon.stop = async (graceMs?: number) => {
-      const result = await stop(graceMs);
-      await dir.remove();
-      return result;
-    };
-  }
   const logs = (): LogLine[] => parseLines(daemon.output());
   const sessions = (): SessionLine[] => logs().filter((l): l is SessionLine => l.event === "session.end");
   return {
-    ...daemon,
+    ...(dir ? removingOnStop(daemon, dir) : daemon),
     url: `socks5h://${hostPart}:${daemon.port}`,
     users,
     logs,

@@ -1,6 +1,6 @@
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { type Daemon, freePort, startDaemon, tempDir, waitForPort } from "./process.js";
+import { type Daemon, freePort, removingOnStop, startDaemon, tempDir, waitForPort } from "./process.js";
 
 export const HAPROXY = "haproxy";
 
@@ -50,16 +50,10 @@ export async function startHaproxy(
         for (const port of ports) await waitForPort(port, { timeoutMs: 15_000, alive: () => alive });
       },
     });
-    const stop = daemon.stop;
     return {
-      ...daemon,
+      ...removingOnStop(daemon, dir),
       ports,
       config,
-      async stop(graceMs?: number) {
-        const result = await stop(graceMs);
-        await dir.remove();
-        return result;
-      },
     };
   } catch (err) {
     await dir.remove();

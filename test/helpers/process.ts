@@ -139,6 +139,19 @@ export interface Daemon {
   stop(graceMs?: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
+/** `daemon` with a stop() that also removes `dir` (the folder of its configuration) once it has exited. */
+export function removingOnStop<D extends Daemon>(daemon: D, dir: { remove(): Promise<void> }): D {
+  const stop = daemon.stop;
+  return {
+    ...daemon,
+    async stop(graceMs?: number) {
+      const result = await stop(graceMs);
+      await dir.remove();
+      return result;
+    },
+  };
+}
+
 export interface DaemonOptions {
   command: string;
   /** Arguments given the port chosen for this attempt. */

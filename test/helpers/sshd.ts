@@ -1,6 +1,6 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { type Daemon, run, startDaemon, tempDir } from "./process.js";
+import { type Daemon, removingOnStop, run, startDaemon, tempDir } from "./process.js";
 
 export const SSHD = "/usr/sbin/sshd";
 
@@ -53,15 +53,9 @@ export async function startSshd(): Promise<RunningSshd> {
         return ["-D", "-e", "-f", config];
       },
     });
-    const stop = daemon.stop;
     return {
-      ...daemon,
+      ...removingOnStop(daemon, dir),
       clientKey,
-      async stop(graceMs?: number) {
-        const result = await stop(graceMs);
-        await dir.remove();
-        return result;
-      },
     };
   } catch (err) {
     await dir.remove();

@@ -1,6 +1,6 @@
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { type Daemon, startDaemon, tempDir } from "./process.js";
+import { type Daemon, removingOnStop, startDaemon, tempDir } from "./process.js";
 
 export const STUNNEL = "stunnel4";
 
@@ -49,14 +49,8 @@ export async function startStunnel(service: StunnelService, lifetimeSec = 120): 
         return [configPath];
       },
     });
-    const stop = daemon.stop;
     return {
-      ...daemon,
-      async stop(graceMs?: number) {
-        const result = await stop(graceMs);
-        await dir.remove();
-        return result;
-      },
+      ...removingOnStop(daemon, dir),
     };
   } catch (err) {
     await dir.remove();

@@ -1,6 +1,6 @@
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { type Daemon, startDaemon, tempDir } from "./process.js";
+import { type Daemon, removingOnStop, startDaemon, tempDir } from "./process.js";
 
 export const TINYPROXY = "/usr/bin/tinyproxy";
 
@@ -43,15 +43,9 @@ export async function startTinyproxy(
         return ["-d", "-c", configPath];
       },
     });
-    const stop = daemon.stop;
     return {
-      ...daemon,
+      ...removingOnStop(daemon, dir),
       url: `http://127.0.0.1:${daemon.port}`,
-      async stop(graceMs?: number) {
-        const result = await stop(graceMs);
-        await dir.remove();
-        return result;
-      },
     };
   } catch (err) {
     await dir.remove();
