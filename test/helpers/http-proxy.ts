@@ -1,7 +1,6 @@
-import { once } from "node:events";
 import http from "node:http";
-import type net from "node:net";
 import type { Parser } from "../../src/protocol/parse.js";
+import { listenClosable } from "./net.js";
 
 /** What a proxy may reach in tests: loopback only, everything else denied. */
 export const LOOPBACK_RULES = [{ allow: { to: ["127.0.0.0/8", "::1/128"] } }, { deny: {} }];
@@ -32,7 +31,6 @@ export interface EchoTarget {
  */
 export async function startEchoTarget(): Promise<EchoTarget> {
   const seen: SeenRequest[] = [];
-  const sockets = new Set<net.Socket>();
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on("data", (c: Buffer) => chunks.push(c));
@@ -66,21 +64,13 @@ export async function startEchoTarget(): Promise<EchoTarget> {
       }
     });
   });
-  server.on("connection", (s: net.Socket) => {
-    sockets.add(s);
-    s.on("close", () => sockets.delete(s));
-  });
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const port = (server.address() as net.AddressInfo).port;
+  const listening = await listenClosable(server);
+  const port = listening.port;
   return {
     port,
     origin: `http://127.0.0.1:${port}`,
     seen,
-    close: async () => {
-      for (const s of sockets) s.destroy();
-      await new Promise<void>((r) => server.close(() => r()));
-    },
+    close: listening.close,
   };
 }
 

@@ -1,7 +1,6 @@
 import { createCipheriv, createHash } from "node:crypto";
-import { once } from "node:events";
 import http from "node:http";
-import type net from "node:net";
+import { listenClosable } from "./net.js";
 
 const KEY = Buffer.alloc(16, 7);
 const IV = Buffer.alloc(16, 0);
@@ -45,7 +44,6 @@ export interface TestHttpServer {
 export async function startHttpServer(host = "127.0.0.1"): Promise<TestHttpServer> {
   const greeting = `hello from ${host} ${Math.random().toString(36).slice(2)}\n`;
   const requests: { path: string; remote: string }[] = [];
-  const sockets = new Set<net.Socket>();
   const server = http.createServer((req, res) => {
     requests.push({ path: req.url ?? "", remote: req.socket.remoteAddress ?? "" });
     const bytes = /^\/bytes\/(\d+)$/.exec(req.url ?? "");
@@ -76,22 +74,14 @@ export async function startHttpServer(host = "127.0.0.1"): Promise<TestHttpServe
       res.end("not found\n");
     }
   });
-  server.on("connection", (s: net.Socket) => {
-    sockets.add(s);
-    s.on("close", () => sockets.delete(s));
-  });
-  server.listen(0, host);
-  await once(server, "listening");
-  const port = (server.address() as net.AddressInfo).port;
+  const listening = await listenClosable(server, host);
+  const port = listening.port;
   return {
     host,
     port,
     origin: `http://${host.includes(":") ? `[${host}]` : host}:${port}`,
     greeting,
     requests,
-    close: async () => {
-      for (const s of sockets) s.destroy();
-      await new Promise<void>((r) => server.close(() => r()));
-    },
+    close: listening.close,
   };
 }

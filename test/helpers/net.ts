@@ -28,6 +28,30 @@ export async function startEchoServer(
   };
 }
 
+/**
+ * Listens on `host` (an ephemeral port) and gives the port and a close() that also ends the
+ * connections still open, so a test's HTTP server never waits on a kept-alive client to close.
+ */
+export async function listenClosable(
+  server: net.Server,
+  host = "127.0.0.1",
+): Promise<{ port: number; close(): Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  server.on("connection", (s: net.Socket) => {
+    sockets.add(s);
+    s.on("close", () => sockets.delete(s));
+  });
+  server.listen(0, host);
+  await once(server, "listening");
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}
+
 /** Connects, sends `bytes`, and collects whatever arrives until the peer closes or `timeoutMs`. */
 export async function rawExchange(
   port: number,

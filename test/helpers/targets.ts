@@ -4,6 +4,7 @@ import { readFile } from "node:fs/promises";
 import https from "node:https";
 import type net from "node:net";
 import { join } from "node:path";
+import { listenClosable } from "./net.js";
 import { run, tempDir } from "./process.js";
 
 /** Sends `payload`, half-closes, and collects everything until the far side ends (10 s cap). */
@@ -65,7 +66,6 @@ export interface TestHttpsServer {
 export async function startHttpsServer(tlsFiles: { key: Buffer; cert: Buffer }): Promise<TestHttpsServer> {
   const connections: number[] = [];
   const requests: string[] = [];
-  const sockets = new Set<net.Socket>();
   const server = https.createServer(tlsFiles, (req, res) => {
     requests.push(req.url ?? "");
     const body = `secure ${req.url}\n`;
@@ -73,20 +73,12 @@ export async function startHttpsServer(tlsFiles: { key: Buffer; cert: Buffer }):
     res.end(body);
   });
   server.on("secureConnection", (s) => connections.push(s.remotePort ?? 0));
-  server.on("connection", (s: net.Socket) => {
-    sockets.add(s);
-    s.on("close", () => sockets.delete(s));
-  });
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
+  const listening = await listenClosable(server);
   return {
-    port: (server.address() as net.AddressInfo).port,
+    port: listening.port,
     connections,
     requests,
-    close: async () => {
-      for (const s of sockets) s.destroy();
-      await new Promise<void>((r) => server.close(() => r()));
-    },
+    close: listening.close,
   };
 }
 

@@ -1,12 +1,10 @@
 import assert from "node:assert/strict";
-import { once } from "node:events";
 import http from "node:http";
-import type net from "node:net";
 import { after, before, describe, test } from "node:test";
 import { chromium } from "playwright-core";
 import { type RunningFerry, startFerry } from "../helpers/ferry.js";
 import { LOOPBACK_RULES } from "../helpers/http-proxy.js";
-import { waitFor } from "../helpers/net.js";
+import { listenClosable, waitFor } from "../helpers/net.js";
 import { requireTool } from "../helpers/tools.js";
 
 const CHROMIUM = "/usr/bin/chromium";
@@ -20,7 +18,6 @@ async function startSite(): Promise<{
 }> {
   const token = Math.random().toString(36).slice(2);
   const paths: string[] = [];
-  const sockets = new Set<net.Socket>();
   const server = http.createServer((req, res) => {
     paths.push(req.url ?? "");
     if (req.url === "/") {
@@ -35,20 +32,12 @@ async function startSite(): Promise<{
       res.writeHead(404).end();
     }
   });
-  server.on("connection", (s: net.Socket) => {
-    sockets.add(s);
-    s.on("close", () => sockets.delete(s));
-  });
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
+  const listening = await listenClosable(server);
   return {
-    port: (server.address() as net.AddressInfo).port,
+    port: listening.port,
     token,
     paths,
-    close: async () => {
-      for (const s of sockets) s.destroy();
-      await new Promise<void>((r) => server.close(() => r()));
-    },
+    close: listening.close,
   };
 }
 

@@ -8,7 +8,7 @@ import { after, before, describe, test } from "node:test";
 import type { SessionRecord } from "../../src/server/context.js";
 import { type RunningFerry, startFerry } from "../helpers/ferry.js";
 import { type EchoTarget, LOOPBACK_RULES, startEchoTarget } from "../helpers/http-proxy.js";
-import { waitFor } from "../helpers/net.js";
+import { listenClosable, waitFor } from "../helpers/net.js";
 import { describeRun, run, tempDir } from "../helpers/process.js";
 import { selfSignedCert, startHttpsServer, type TestHttpsServer } from "../helpers/targets.js";
 import { requireTool } from "../helpers/tools.js";
@@ -165,7 +165,6 @@ async function serveDirectory(
   root: string,
 ): Promise<{ port: number; paths: string[]; close(): Promise<void> }> {
   const paths: string[] = [];
-  const sockets = new Set<net.Socket>();
   const server = http.createServer(async (req, res) => {
     const path = decodeURIComponent(new URL(req.url ?? "/", "http://x").pathname);
     paths.push(path);
@@ -181,19 +180,11 @@ async function serveDirectory(
       res.writeHead(404).end();
     }
   });
-  server.on("connection", (s: net.Socket) => {
-    sockets.add(s);
-    s.on("close", () => sockets.delete(s));
-  });
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
+  const listening = await listenClosable(server);
   return {
-    port: (server.address() as net.AddressInfo).port,
+    port: listening.port,
     paths,
-    close: async () => {
-      for (const s of sockets) s.destroy();
-      await new Promise<void>((r) => server.close(() => r()));
-    },
+    close: listening.close,
   };
 }
 
