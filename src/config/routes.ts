@@ -1,11 +1,11 @@
 import { constants } from "node:fs";
-import { access, readFile } from "node:fs/promises";
+import { access } from "node:fs/promises";
 import path from "node:path";
 import { type HopTls, TLS_PARAMS } from "../client/tls-options.js";
 import { addressOf } from "../protocol/address.js";
 import { findLoops } from "./loops.js";
 import type { HopConfig, UpstreamConfig } from "./routes-schema.js";
-import { Secret } from "./secret.js";
+import { readSecret, type Secret } from "./secret.js";
 import type { HostPort } from "./units.js";
 
 export type UpstreamProtocol = "socks4" | "socks4a" | "socks5" | "socks5h" | "http";
@@ -195,32 +195,11 @@ async function resolveUpstream(
   if (userFromUrl && spec.user) throw new Error("the user is given twice (in url and user:); keep one");
   const user = spec.user !== undefined ? expand(spec.user, "user", options.env ?? process.env) : userFromUrl;
 
-  if (spec.password !== undefined && spec.passwordFile !== undefined) {
-    throw new Error("give either password: or passwordFile:, not both");
-  }
-  let password: Secret | undefined;
-  if (spec.password !== undefined) {
-    const m = /^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$/.exec(spec.password);
-    if (!m) {
-      throw new Error(
-        `password: a literal password in the configuration is refused (config files get copied, committed and read by others); write password: "\${NAME}" and set the environment variable NAME, or use passwordFile: PATH`,
-      );
-    }
-    password = new Secret(expand(spec.password, "password", options.env ?? process.env));
-  } else if (spec.passwordFile !== undefined) {
-    const file = path.resolve(options.baseDir ?? process.cwd(), spec.passwordFile);
-    let text: string;
-    try {
-      text = await readFile(file, "utf8");
-    } catch (err) {
-      throw new Error(
-        `passwordFile: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
-      );
-    }
-    text = text.replace(/\r?\n$/, "");
-    if (!text) throw new Error(`passwordFile: ${file} is empty`);
-    password = new Secret(text);
-  }
+  const password = await readSecret(
+    { value: spec.password, file: spec.passwordFile },
+    { value: "password", file: "passwordFile", noun: "password" },
+    options,
+  );
   if (password && (protocol === "socks4" || protocol === "socks4a")) {
     throw new Error(
       `${protocol} has no passwords (only a USERID, given as user:); remove the password or use socks5`,

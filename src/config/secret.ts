@@ -33,7 +33,8 @@ export class Secret {
  */
 export async function readSecret(
   spec: { value?: string; file?: string },
-  keys: { value: string; file: string },
+  /** The two keys' names, and what the secret is called in messages (default "secret"). */
+  keys: { value: string; file: string; noun?: string },
   options: { baseDir?: string; env?: NodeJS.ProcessEnv } = {},
 ): Promise<Secret | undefined> {
   if (spec.value !== undefined && spec.file !== undefined) {
@@ -43,7 +44,7 @@ export async function readSecret(
     const m = /^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$/.exec(spec.value);
     if (!m) {
       throw new Error(
-        `${keys.value}: a literal secret in the configuration is refused (config files get copied, committed and read by others); write ${keys.value}: "\${NAME}" and set the environment variable NAME, or use ${keys.file}: PATH`,
+        `${keys.value}: a literal ${keys.noun ?? "secret"} in the configuration is refused (config files get copied, committed and read by others); write ${keys.value}: "\${NAME}" and set the environment variable NAME, or use ${keys.file}: PATH`,
       );
     }
     const v = (options.env ?? process.env)[m[1]!];
