@@ -47,7 +47,7 @@ interface Ended {
 export class LocalLive implements LiveSource {
   readonly denials = new DenialRing();
   private readonly ended = new Map<string, Ended>();
-  private readonly providers: UserColumnProvider[];
+  private readonly providers: readonly UserColumnProvider[];
 
   constructor(
     private readonly server: FerryServer,
@@ -67,11 +67,6 @@ export class LocalLive implements LiveSource {
     });
     server.on("refused", (r) => this.denials.refused(r));
     state.on("decision", (e) => this.denials.decision(e));
-  }
-
-  /** Another column in the users table. */
-  addUserColumn(provider: UserColumnProvider): void {
-    this.providers.push(provider);
   }
 
   private tally(r: SessionRecord): Ended {
