@@ -3,17 +3,23 @@
 // Context establishment (which may ask the KDC for a ticket) and the stream's wrap/unwrap run in
 // libuv's thread pool and return promises, so the event loop never waits on Kerberos. A context's
 // GSS calls are serialised by its mutex: MIT contexts are not safe to use from two threads at once.
-// The stream calls wrap and unwrap in place, in the caller's Buffers (gss_wrap_iov/gss_unwrap_iov).
+// The stream calls wrap and unwrap in place, in the caller's Buffers. With the AES enctypes the
+// per-message tokens are sealed by cfx.cc with OpenSSL (no lock shared by the two directions);
+// otherwise, or with FERRY_GSSAPI_SEALING=gss_wrap, by gss_wrap_iov/gss_unwrap_iov.
 #include <napi.h>
 
 #include <gssapi/gssapi.h>
 #include <gssapi/gssapi_ext.h>
 #include <gssapi/gssapi_krb5.h>
 
+#include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
+
+#include "cfx.h"
 
 namespace {
 
@@ -234,11 +240,26 @@ class Context : public Napi::ObjectWrap<Context> {
                            InstanceAccessor("peerName", &Context::PeerName, nullptr),
                            InstanceAccessor("localName", &Context::LocalName, nullptr),
                            InstanceAccessor("flags", &Context::Flags, nullptr),
+                           InstanceAccessor("sealing", &Context::Sealing, nullptr),
                        });
   }
 
   Context(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Context>(info) {
     Napi::Env env = info.Env();
+    // The way back to MIT's own per-message code, for comparison and for a suspected fault: an
+    // options object { sealing: "gss_wrap" } after the other arguments, or the environment.
+    const char* sealing = getenv("FERRY_GSSAPI_SEALING");
+    std::string choice = sealing ? sealing : "";
+    for (size_t i = 1; i < info.Length(); i++) {
+      if (!info[i].IsObject() || info[i].IsBuffer()) continue;
+      Napi::Value v = info[i].As<Napi::Object>().Get("sealing");
+      if (v.IsString()) choice = v.As<Napi::String>();
+    }
+    if (!choice.empty() && choice != "gss_wrap" && choice != "auto") {
+      Napi::TypeError::New(env, "sealing must be \"auto\" or \"gss_wrap\"").ThrowAsJavaScriptException();
+      return;
+    }
+    ownSealing_ = choice != "gss_wrap";
     if (info.Length() >= 1 && info[0].IsString()) {
       initiator_ = true;
       std::string target = info[0].As<Napi::String>();
@@ -282,7 +303,7 @@ class Context : public Napi::ObjectWrap<Context> {
 
   ~Context() override { Release(); }
 
-  // --- called by jobs, on a worker thread, with mu_ held ---
+  // --- called by jobs, on a worker thread; MIT's calls take mu_ (DoStep: the caller holds it) ---
 
   Failure DoStep(const gss_buffer_desc& input, gss_buffer_desc* output, bool* complete) {
     Failure f;
@@ -304,53 +325,57 @@ class Context : public Napi::ObjectWrap<Context> {
       return Fail(initiator_ ? "gss_init_sec_context" : "gss_accept_sec_context", major, minor);
     }
     *complete = !(major & GSS_S_CONTINUE_NEEDED);
+    if (*complete && ownSealing_) TakeOverSealing();
     return f;
+  }
+
+  // With an AES enctype, seal and open tokens ourselves from here on, with the context's keys and
+  // sequence numbers (its lucid export, which unlike gss_krb5_export_lucid_sec_context leaves the
+  // context usable). Anything else stays with gss_wrap/gss_unwrap.
+  void TakeOverSealing() {
+    static const uint8_t kLucidV1[] = {0x2a, 0x86, 0x48, 0x86, 0xf7, 0x12, 0x01, 0x02, 0x02, 0x05, 0x06, 0x01};
+    gss_OID_desc oid = {sizeof kLucidV1, const_cast<uint8_t*>(kLucidV1)};
+    gss_buffer_set_t set = GSS_C_NO_BUFFER_SET;
+    OM_uint32 minor = 0;
+    OM_uint32 major = gss_inquire_sec_context_by_oid(&minor, ctx_, &oid, &set);
+    if (GSS_ERROR(major) || set == GSS_C_NO_BUFFER_SET) return;
+    if (set->count == 1 && set->elements[0].length == sizeof(void*)) {
+      void* lucid = *static_cast<void**>(set->elements[0].value);
+      std::string why;
+      cfx_ = ferry::Cfx::FromLucid(lucid, &why);
+      gss_krb5_free_lucid_sec_context(&minor, lucid);
+    }
+    gss_release_buffer_set(&minor, &set);
   }
 
   // Cuts `in` into pieces of at most maxChunk bytes and writes each as one RFC 1961 data message
   // (header, then a gss_wrap-compatible token built in place) into `out`; returns bytes written.
   Failure DoWrapFrames(const std::vector<Segment>& in, uint8_t* out, size_t outLen, size_t maxChunk, bool conf,
                        size_t* written) {
-    Failure f;
     size_t inLen = 0;
     for (const Segment& s : in) inLen += s.length;
     size_t pos = 0;
     for (size_t at = 0; at < inLen; at += maxChunk) {
       size_t n = inLen - at < maxChunk ? inLen - at : maxChunk;
-      gss_iov_buffer_desc iov[4] = {};
-      iov[0].type = GSS_IOV_BUFFER_TYPE_HEADER;
-      iov[1].type = GSS_IOV_BUFFER_TYPE_DATA;
-      iov[1].buffer.length = n;
-      iov[2].type = GSS_IOV_BUFFER_TYPE_PADDING;
-      iov[3].type = GSS_IOV_BUFFER_TYPE_TRAILER;
-      int confState = 0;
-      OM_uint32 minor = 0;
-      OM_uint32 major = gss_wrap_iov_length(&minor, ctx_, conf, GSS_C_QOP_DEFAULT, &confState, iov, 4);
-      if (GSS_ERROR(major)) return Fail("gss_wrap_iov_length", major, minor);
-      size_t h = iov[0].buffer.length, p = iov[2].buffer.length, t = iov[3].buffer.length;
-      size_t token = h + n + p + t;
-      if (token > kMaxToken) return Refuse("gss_wrap_iov", "a wrapped piece exceeds 65535 bytes");
-      if (pos + kFrameHeader + token > outLen) return Refuse("gss_wrap_iov", "the output buffer is too small");
+      Layout layout;
+      Failure f = Plan(n, conf, &layout);
+      if (f.call) return f;
+      if (layout.token > kMaxToken) return Refuse("gss_wrap", "a wrapped piece exceeds 65535 bytes");
+      if (pos + kFrameHeader + layout.token > outLen) return Refuse("gss_wrap", "the output buffer is too small");
       uint8_t* frame = out + pos;
       frame[0] = 0x01;
       frame[1] = 0x03;
-      frame[2] = static_cast<uint8_t>(token >> 8);
-      frame[3] = static_cast<uint8_t>(token & 0xff);
+      frame[2] = static_cast<uint8_t>(layout.token >> 8);
+      frame[3] = static_cast<uint8_t>(layout.token & 0xff);
       uint8_t* tok = frame + kFrameHeader;
-      iov[0].buffer.value = tok;
-      iov[1].buffer.value = tok + h;
-      iov[2].buffer.value = tok + h + n;
-      iov[3].buffer.value = tok + h + n + p;
       // The one copy: the plaintext goes into its place in the token, where it is sealed.
-      Gather(in, at, n, tok + h);
-      major = gss_wrap_iov(&minor, ctx_, conf, GSS_C_QOP_DEFAULT, &confState, iov, 4);
-      if (GSS_ERROR(major)) return Fail("gss_wrap_iov", major, minor);
-      if (conf && !confState)
-        return Refuse("gss_wrap", "confidentiality was requested but the mechanism did not apply it");
-      pos += kFrameHeader + token;
+      Gather(in, at, n, tok + layout.header);
+      f = SealInPlace(tok, n, conf, layout);
+      if (f.call) return f;
+      pos += kFrameHeader + layout.token;
     }
     *written = pos;
-    return f;
+    return {};
   }
 
   // Unwraps, in place, back-to-back RFC 1961 data messages; `spans` gets each message's
@@ -363,35 +388,106 @@ class Context : public Napi::ObjectWrap<Context> {
       size_t token = (static_cast<size_t>(buf[pos + 2]) << 8) | buf[pos + 3];
       if (len - pos - kFrameHeader < token) return Refuse("gss_unwrap", "not a whole GSSAPI data message");
       uint8_t* tok = buf + pos + kFrameHeader;
+      size_t at = 0, n = 0;
+      Failure f = OpenInPlace(tok, token, conf, &at, &n);
+      if (f.call) return f;
+      spans->push_back(static_cast<uint32_t>(tok + at - buf));
+      spans->push_back(static_cast<uint32_t>(n));
+      pos += kFrameHeader + token;
+    }
+    return {};
+  }
+
+  // Where a piece's plaintext goes in its token, and the token's parts (gss_wrap_iov's header,
+  // padding and trailer; with our own sealing, one header and one trailer).
+  struct Layout {
+    size_t header = 0, padding = 0, trailer = 0, token = 0;
+  };
+
+  Failure Plan(size_t n, bool conf, Layout* l) {
+    if (cfx_) {
+      l->header = ferry::Cfx::DataOffset(conf);
+      l->token = n + cfx_->Overhead(conf);
+      l->trailer = l->token - l->header - n;
+      return {};
+    }
+    gss_iov_buffer_desc iov[4] = {};
+    iov[0].type = GSS_IOV_BUFFER_TYPE_HEADER;
+    iov[1].type = GSS_IOV_BUFFER_TYPE_DATA;
+    iov[1].buffer.length = n;
+    iov[2].type = GSS_IOV_BUFFER_TYPE_PADDING;
+    iov[3].type = GSS_IOV_BUFFER_TYPE_TRAILER;
+    int confState = 0;
+    OM_uint32 minor = 0;
+    std::lock_guard<std::mutex> lock(mu_);
+    OM_uint32 major = gss_wrap_iov_length(&minor, ctx_, conf, GSS_C_QOP_DEFAULT, &confState, iov, 4);
+    if (GSS_ERROR(major)) return Fail("gss_wrap_iov_length", major, minor);
+    l->header = iov[0].buffer.length;
+    l->padding = iov[2].buffer.length;
+    l->trailer = iov[3].buffer.length;
+    l->token = l->header + n + l->padding + l->trailer;
+    return {};
+  }
+
+  // Seals the n bytes at tok + layout.header into the token laid out by Plan.
+  Failure SealInPlace(uint8_t* tok, size_t n, bool conf, const Layout& layout) {
+    if (cfx_) {
+      std::string why;
+      if (!cfx_->Seal(tok, n, conf, &why)) return Refuse("gss_wrap", why);
+      return {};
+    }
+    gss_iov_buffer_desc iov[4] = {};
+    iov[0].type = GSS_IOV_BUFFER_TYPE_HEADER;
+    iov[0].buffer = {layout.header, tok};
+    iov[1].type = GSS_IOV_BUFFER_TYPE_DATA;
+    iov[1].buffer = {n, tok + layout.header};
+    iov[2].type = GSS_IOV_BUFFER_TYPE_PADDING;
+    iov[2].buffer = {layout.padding, tok + layout.header + n};
+    iov[3].type = GSS_IOV_BUFFER_TYPE_TRAILER;
+    iov[3].buffer = {layout.trailer, tok + layout.header + n + layout.padding};
+    int confState = 0;
+    OM_uint32 minor = 0;
+    std::lock_guard<std::mutex> lock(mu_);
+    OM_uint32 major = gss_wrap_iov(&minor, ctx_, conf, GSS_C_QOP_DEFAULT, &confState, iov, 4);
+    if (GSS_ERROR(major)) return Fail("gss_wrap_iov", major, minor);
+    if (conf && !confState) return Refuse("gss_wrap", "confidentiality was requested but the mechanism did not apply it");
+    return {};
+  }
+
+  // Opens one stream token in place, in order and at the agreed level; the plaintext is then at
+  // tok + *at, *n bytes.
+  Failure OpenInPlace(uint8_t* tok, size_t token, bool conf, size_t* at, size_t* n) {
+    bool confState = false;
+    if (cfx_) {
+      std::string why;
+      if (!cfx_->Open(tok, token, ferry::Cfx::Order::Stream, &confState, at, n, &why))
+        return Refuse("gss_unwrap", why);
+    } else {
       gss_iov_buffer_desc iov[2] = {};
       iov[0].type = GSS_IOV_BUFFER_TYPE_STREAM;
-      iov[0].buffer.value = tok;
-      iov[0].buffer.length = token;
+      iov[0].buffer = {token, tok};
       iov[1].type = GSS_IOV_BUFFER_TYPE_DATA;
-      int confState = 0;
+      int state = 0;
       OM_uint32 minor = 0;
-      OM_uint32 major = gss_unwrap_iov(&minor, ctx_, &confState, nullptr, iov, 2);
+      std::lock_guard<std::mutex> lock(mu_);
+      OM_uint32 major = gss_unwrap_iov(&minor, ctx_, &state, nullptr, iov, 2);
       if (GSS_ERROR(major)) return Fail("gss_unwrap", major, minor);
       if (major & RefusedBits(true)) {
         ReleaseIov(&iov[1]);
         return Fail("gss_unwrap", major, 0);
       }
-      if (const char* why = LevelMismatch(conf, confState)) {
-        ReleaseIov(&iov[1]);
-        return Refuse("gss_unwrap", why);
-      }
+      confState = state != 0;
       uint8_t* data = static_cast<uint8_t*>(iov[1].buffer.value);
-      size_t n = iov[1].buffer.length;
+      *n = iov[1].buffer.length;
       if (GSS_IOV_BUFFER_FLAGS(iov[1].type) & GSS_IOV_BUFFER_FLAG_ALLOCATED) {
         // The mechanism did not decrypt in place: the plaintext is shorter than the token.
-        memcpy(tok, data, n);
+        memcpy(tok, data, *n);
         ReleaseIov(&iov[1]);
         data = tok;
       }
-      spans->push_back(static_cast<uint32_t>(data - buf));
-      spans->push_back(static_cast<uint32_t>(n));
-      pos += kFrameHeader + token;
+      *at = static_cast<size_t>(data - tok);
     }
+    if (const char* why = LevelMismatch(conf, confState)) return Refuse("gss_unwrap", why);
     return {};
   }
 
@@ -429,6 +525,7 @@ class Context : public Napi::ObjectWrap<Context> {
   void Release() {
     std::lock_guard<std::mutex> lock(mu_);
     OM_uint32 minor;
+    cfx_.reset();
     if (ctx_ != GSS_C_NO_CONTEXT) gss_delete_sec_context(&minor, &ctx_, GSS_C_NO_BUFFER);
     if (target_ != GSS_C_NO_NAME) gss_release_name(&minor, &target_);
     if (peer_ != GSS_C_NO_NAME) gss_release_name(&minor, &peer_);
@@ -502,6 +599,21 @@ class Context : public Napi::ObjectWrap<Context> {
     }
     auto b = info[0].As<Napi::Buffer<uint8_t>>();
     bool conf = info[1].As<Napi::Boolean>();
+    if (cfx_) {
+      if (b.Length() > kMaxToken) {
+        Napi::RangeError::New(env, "gss_wrap: the message exceeds 65535 bytes").ThrowAsJavaScriptException();
+        return env.Undefined();
+      }
+      size_t at = ferry::Cfx::DataOffset(conf);
+      auto out = Napi::Buffer<uint8_t>::New(env, b.Length() + cfx_->Overhead(conf));
+      memcpy(out.Data() + at, b.Data(), b.Length());
+      std::string why;
+      if (!cfx_->Seal(out.Data(), b.Length(), conf, &why)) {
+        Napi::Error::New(env, "gss_wrap: " + why).ThrowAsJavaScriptException();
+        return env.Undefined();
+      }
+      return out;
+    }
     gss_buffer_desc in = {b.Length(), b.Data()};
     gss_buffer_desc out = GSS_C_EMPTY_BUFFER;
     int confState = 0;
@@ -535,6 +647,22 @@ class Context : public Napi::ObjectWrap<Context> {
     }
     bool strictOrder = !(info.Length() >= 2 && info[1].IsBoolean() && !info[1].As<Napi::Boolean>().Value());
     auto b = info[0].As<Napi::Buffer<uint8_t>>();
+    if (cfx_) {
+      // Opened in a copy: the caller's Buffer stays as it was.
+      std::vector<uint8_t> tok(b.Data(), b.Data() + b.Length());
+      bool confidential = false;
+      size_t at = 0, n = 0;
+      std::string why;
+      auto order = strictOrder ? ferry::Cfx::Order::Stream : ferry::Cfx::Order::Datagram;
+      if (!cfx_->Open(tok.data(), tok.size(), order, &confidential, &at, &n, &why)) {
+        Napi::Error::New(env, "gss_unwrap: " + why).ThrowAsJavaScriptException();
+        return env.Undefined();
+      }
+      Napi::Object result = Napi::Object::New(env);
+      result.Set("data", Napi::Buffer<uint8_t>::Copy(env, tok.data() + at, n));
+      result.Set("confidential", Napi::Boolean::New(env, confidential));
+      return result;
+    }
     gss_buffer_desc in = {b.Length(), b.Data()};
     gss_buffer_desc out = GSS_C_EMPTY_BUFFER;
     int confState = 0;
@@ -570,6 +698,10 @@ class Context : public Napi::ObjectWrap<Context> {
     }
     OM_uint32 maxToken = info[0].As<Napi::Number>().Uint32Value();
     bool conf = info[1].As<Napi::Boolean>();
+    if (cfx_) {
+      size_t overhead = cfx_->Overhead(conf);
+      return Napi::Number::New(env, maxToken > overhead ? static_cast<double>(maxToken - overhead) : 0);
+    }
     OM_uint32 maxInput = 0, minor = 0;
     OM_uint32 major;
     {
@@ -640,7 +772,14 @@ class Context : public Napi::ObjectWrap<Context> {
     return o;
   }
 
+  // How tokens are sealed: "openssl" (cfx.cc, with the AES enctypes) or "gss_wrap" (MIT's own).
+  Napi::Value Sealing(const Napi::CallbackInfo& info) {
+    return Napi::String::New(info.Env(), cfx_ ? "openssl" : "gss_wrap");
+  }
+
   bool initiator_ = false;
+  bool ownSealing_ = true;
+  std::unique_ptr<ferry::Cfx> cfx_;
   bool ownsCred_ = false;
   bool complete_ = false;
   bool stepping_ = false;
@@ -707,10 +846,7 @@ class WrapFramesJob : public Job {
         in_(std::move(in)), out_(out), outLen_(outLen), maxChunk_(maxChunk), conf_(conf) {}
 
  protected:
-  void Execute() override {
-    std::lock_guard<std::mutex> lock(ctx_->mu_);
-    failure_ = ctx_->DoWrapFrames(in_, out_, outLen_, maxChunk_, conf_, &written_);
-  }
+  void Execute() override { failure_ = ctx_->DoWrapFrames(in_, out_, outLen_, maxChunk_, conf_, &written_); }
   Napi::Value Result(Napi::Env env) override { return Napi::Number::New(env, static_cast<double>(written_)); }
 
  private:
@@ -728,10 +864,7 @@ class UnwrapFramesJob : public Job {
       : Job(env, ctx, self, "ferry_gssapi_unwrap"), buf_(buf), len_(len), conf_(conf) {}
 
  protected:
-  void Execute() override {
-    std::lock_guard<std::mutex> lock(ctx_->mu_);
-    failure_ = ctx_->DoUnwrapFrames(buf_, len_, conf_, &spans_);
-  }
+  void Execute() override { failure_ = ctx_->DoUnwrapFrames(buf_, len_, conf_, &spans_); }
   Napi::Value Result(Napi::Env env) override {
     Napi::Array a = Napi::Array::New(env, spans_.size());
     for (size_t i = 0; i < spans_.size(); i++) a.Set(static_cast<uint32_t>(i), Napi::Number::New(env, spans_[i]));

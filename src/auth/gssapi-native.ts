@@ -46,6 +46,8 @@ export interface GssContext {
   unwrapFrames(frames: Buffer, confidential: boolean): Promise<number[]>;
   /** The largest input whose wrapped token fits in `maxToken` bytes. */
   wrapSizeLimit(maxToken: number, confidential: boolean): number;
+  /** Who seals this context's tokens once established: see GssContextOptions. */
+  readonly sealing: "openssl" | "gss_wrap";
   /** Releases the context now, or when the last running call ends. */
   dispose(): void;
 }
@@ -59,8 +61,18 @@ export interface GssApi {
   /** Initiator: `target` is "service@host" or "service/host[@REALM]"; `ccache` overrides KRB5CCNAME. */
   Context: new (
     target: string | GssCredential,
-    ccache?: string,
+    ccache?: string | GssContextOptions,
+    options?: GssContextOptions,
   ) => GssContext;
+}
+
+export interface GssContextOptions {
+  /**
+   * Who seals and opens per-message tokens. "auto" (the default): Ferry's own RFC 4121 code with
+   * OpenSSL when the session key is an AES enctype, else gss_wrap/gss_unwrap. "gss_wrap": always
+   * the Kerberos library's own (also FERRY_GSSAPI_SEALING=gss_wrap).
+   */
+  sealing?: "auto" | "gss_wrap";
 }
 
 export const GSSAPI_NOT_BUILT =
