@@ -78,6 +78,14 @@ async function waitForPort(port: number, kdc: ChildProcess, log: () => string): 
   throw new Error(`krb5kdc did not listen on 127.0.0.1:${port} within 10 s: ${log()}`);
 }
 
+export interface TestRealmOptions {
+  /**
+   * Kerberos enctype names (e.g. "aes128-cts-hmac-sha256-128") the realm's keys, tickets and
+   * session keys are limited to; omitted, MIT's defaults.
+   */
+  enctypes?: string[];
+}
+
 /**
  * A throwaway MIT Kerberos realm in a temp folder: a database with a random master password,
  * a user and the service rcmd/localhost (in a keytab), a KDC on 127.0.0.1 at a free port, and
@@ -85,7 +93,7 @@ async function waitForPort(port: number, kdc: ChildProcess, log: () => string): 
  * KRB5RCACHEDIR are set in process.env too: libkrb5 reads them each time it makes a context,
  * so the in-process add-on sees this realm. `stop()` kills the KDC by PID and removes the folder.
  */
-export async function startTestRealm(): Promise<TestRealm> {
+export async function startTestRealm(options: TestRealmOptions = {}): Promise<TestRealm> {
   const dir = mkdtempSync(join(tmpdir(), "ferry-kdc-"));
   const port = await freePort();
   const env: NodeJS.ProcessEnv = {
@@ -97,10 +105,20 @@ export async function startTestRealm(): Promise<TestRealm> {
   };
   env.KRB5_KTNAME = undefined;
   env.KRB5_CLIENT_KTNAME = undefined;
+  // Limited enctypes: every key in the database (master, krbtgt, user, service) has only
+  // these, and clients (and the KDC, which reads krb5.conf too) permit only these, so the
+  // service ticket's session key and the acceptor's subkey are one of them.
+  const only = options.enctypes?.join(" ");
+  const libdefaults = only
+    ? `  permitted_enctypes = ${only}\n  default_tgs_enctypes = ${only}\n  default_tkt_enctypes = ${only}\n`
+    : "";
+  const realmEnctypes = only
+    ? `    supported_enctypes = ${options.enctypes!.map((e) => `${e}:normal`).join(" ")}\n    master_key_type = ${options.enctypes![0]}\n`
+    : "";
   writeFileSync(
     env.KRB5_CONFIG!,
     `[libdefaults]
-  default_realm = ${REALM}
+${libdefaults}  default_realm = ${REALM}
   dns_lookup_realm = false
   dns_lookup_kdc = false
   dns_canonicalize_hostname = false
@@ -125,7 +143,7 @@ export async function startTestRealm(): Promise<TestRealm> {
     key_stash_file = ${join(dir, "stash")}
     acl_file = ${join(dir, "kadm5.acl")}
     max_life = 1h
-  }
+${realmEnctypes}  }
 [logging]
   kdc = FILE:${join(dir, "kdc.log")}
 `,
