@@ -1,9 +1,13 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { once } from "node:events";
 import { type TestContext, test } from "node:test";
 import { type GssApi, type GssContext, loadGssapi } from "../../src/auth/gssapi-native.js";
+import { startFerry } from "../helpers/ferry.js";
+import { gssapiConnect } from "../helpers/gssapi-client.js";
 import { requireKerberos, startTestRealm, type TestRealm } from "../helpers/kdc.js";
+import { startEchoServer, within } from "../helpers/net.js";
 
 // Ferry seals and opens RFC 4121 Wrap tokens itself (native/gssapi/cfx.cc, OpenSSL) for the AES
 // enctypes. These tests hold it to MIT's gss_wrap/gss_unwrap, in both directions, for each
@@ -384,7 +388,7 @@ async function sealingTests(t: TestContext, api: GssApi, enc: Enctype): Promise<
 
   await t.test(
     "a body rotated by a non-zero RRC opens (ours and MIT's), smaller or larger than the body",
-    () => {
+    async () => {
       const ours = makePair(api, realm, "openssl", "openssl");
       const oursInitiates = makePair(api, realm, "openssl", "gss_wrap");
       const mitInitiates = makePair(api, realm, "gss_wrap", "openssl");
@@ -404,6 +408,17 @@ async function sealingTests(t: TestContext, api: GssApi, enc: Enctype): Promise<
               assert.equal(token.length - 16, bodyLength);
               try {
                 opens(receiver, token, data, conf);
+                if (receiver.sealing === "openssl") {
+                  // The stream's opener, in place: the same rotation undone inside a frame.
+                  const next = randomBytes(50);
+                  const tok = rotated(sender.wrap(next, conf), k);
+                  const frames = Buffer.concat([
+                    Buffer.from([1, 3, tok.length >> 8, tok.length & 0xff]),
+                    tok,
+                  ]);
+                  const [at, n] = await receiver.unwrapFrames(frames, conf);
+                  assert.ok(frames.subarray(at!, at! + n!).equals(next), "unwrapFrames undoes the rotation");
+                }
               } catch (err) {
                 throw new Error(`${route}, conf=${conf}, RRC ${k}: ${(err as Error).message}`);
               }
@@ -432,6 +447,54 @@ async function sealingTests(t: TestContext, api: GssApi, enc: Enctype): Promise<
       dispose(pair);
     }
   });
+  await t.test(
+    "a real SOCKS session: the server's and the client's contexts both seal with OpenSSL",
+    async () => {
+      const echo = await startEchoServer();
+      const ferry = await startFerry({
+        auth: ["gssapi"],
+        gssapi: { keytab: realm.keytab, principal: "rcmd/localhost", protection: ["confidentiality"] },
+      });
+      // Every context made in this process: Ferry's acceptor and the client library's initiator.
+      const made: GssContext[] = [];
+      const Context = api.Context;
+      api.Context = new Proxy(Context, {
+        construct(target, args) {
+          const ctx = Reflect.construct(target, args) as GssContext;
+          made.push(ctx);
+          return ctx;
+        },
+      });
+      try {
+        const conn = await gssapiConnect(
+          ferry.port,
+          { host: "127.0.0.1", port: echo.port },
+          { service: "rcmd@localhost", protection: ["confidentiality"] },
+        );
+        assert.equal(conn.reply, 0);
+        assert.equal(conn.protection, "confidentiality");
+        assert.equal(made.length, 2, "one acceptor, one initiator");
+        assert.deepEqual(
+          made.map((c) => [c.complete, c.sealing]),
+          [
+            [true, "openssl"],
+            [true, "openssl"],
+          ],
+        );
+        const data = randomBytes(200_000);
+        const chunks: Buffer[] = [];
+        conn.stream.on("data", (c: Buffer) => chunks.push(c));
+        const ended = once(conn.stream, "end");
+        conn.stream.end(data);
+        await within(ended, 20_000, "the echo's end");
+        assert.ok(Buffer.concat(chunks).equals(data), "the echo came back intact");
+      } finally {
+        api.Context = Context;
+        await ferry.close();
+        await echo.close();
+      }
+    },
+  );
 }
 
 test("RFC 4121 wrap tokens sealed with OpenSSL: MIT-compatible, every refusal", async (t) => {
