@@ -32,8 +32,8 @@ function overhead(enc: Enctype, conf: boolean): number {
   return conf ? 16 + 16 + 16 + enc.mac : 16 + enc.mac;
 }
 
-// Around the AES block (CTS edges: the encrypted part is confounder + data + header copy), the
-// largest a SOCKS stream sends in one token, and the wrap size limit (added per level).
+// Around the AES block (CTS edges: the encrypted part is confounder + data + header copy), and
+// large ones; the wrap size limit of each level is added where they are used.
 const LENGTHS = [0, 1, 15, 16, 17, 31, 32, 33, 47, 48, 49, 1000, 65000];
 
 type Sealing = "openssl" | "gss_wrap";
