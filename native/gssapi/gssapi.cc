@@ -176,11 +176,29 @@ OM_uint32 RefusedBits(bool inOrder) {
 constexpr size_t kFrameHeader = 4;
 constexpr size_t kMaxToken = 0xffff;
 
-// Plaintext to wrap: one or more Buffers, read as one run of bytes.
+// A Buffer's bytes: plaintext to wrap (several read as one run), a frame's room, frames to unwrap.
 struct Segment {
-  const uint8_t* data;
+  uint8_t* data;
   size_t length;
 };
+
+// A Buffer, or an array of Buffers, as segments; false when anything else is in it.
+bool ToSegments(Napi::Value v, std::vector<Segment>* out) {
+  if (v.IsBuffer()) {
+    auto b = v.As<Napi::Buffer<uint8_t>>();
+    out->push_back({b.Data(), b.Length()});
+    return true;
+  }
+  if (!v.IsArray()) return false;
+  Napi::Array list = v.As<Napi::Array>();
+  for (uint32_t i = 0; i < list.Length(); i++) {
+    Napi::Value item = list.Get(i);
+    if (!item.IsBuffer()) return false;
+    auto b = item.As<Napi::Buffer<uint8_t>>();
+    out->push_back({b.Data(), b.Length()});
+  }
+  return true;
+}
 
 // Copies `n` bytes starting at `at` of the run `segs` into `dst`.
 void Gather(const std::vector<Segment>& segs, size_t at, size_t n, uint8_t* dst) {
@@ -197,6 +215,88 @@ void Gather(const std::vector<Segment>& segs, size_t at, size_t n, uint8_t* dst)
     at = 0;
   }
 }
+
+Napi::Array NumberArray(Napi::Env env, const std::vector<uint32_t>& xs) {
+  Napi::Array a = Napi::Array::New(env, xs.size());
+  for (size_t i = 0; i < xs.size(); i++) a.Set(static_cast<uint32_t>(i), Napi::Number::New(env, xs[i]));
+  return a;
+}
+
+// A position in a run of Buffers read as one run of bytes.
+class RunCursor {
+ public:
+  explicit RunCursor(const std::vector<Segment>& run) : run_(&run) { Settle(); }
+
+  bool AtEnd() const { return seg_ == run_->size(); }
+
+  // The next n bytes as one pointer when they lie in one Buffer; else null.
+  uint8_t* Contiguous(size_t n) const {
+    if (AtEnd() || (*run_)[seg_].length - off_ < n) return nullptr;
+    return (*run_)[seg_].data + off_;
+  }
+
+  // Copies the next n bytes out without moving; false when the run is shorter.
+  bool Peek(uint8_t* dst, size_t n) const {
+    RunCursor c = *this;
+    return c.Move(n, [&](uint8_t* p, size_t k) {
+      memcpy(dst, p, k);
+      dst += k;
+    });
+  }
+
+  bool Read(uint8_t* dst, size_t n) { return Peek(dst, n) && Skip(n); }
+  bool Skip(size_t n) {
+    return Move(n, [](uint8_t*, size_t) {});
+  }
+
+  // Writes src over the next n bytes (without moving).
+  void Write(const uint8_t* src, size_t n) const {
+    RunCursor c = *this;
+    c.Move(n, [&](uint8_t* p, size_t k) {
+      memcpy(p, src, k);
+      src += k;
+    });
+  }
+
+  // The next n bytes as (index, offset, length) pieces, one per Buffer they touch.
+  void Spans(size_t n, std::vector<uint32_t>* spans) const {
+    RunCursor c = *this;
+    c.Move(n, [&](uint8_t* p, size_t k) {
+      const Segment& s = (*run_)[c.seg_];
+      spans->push_back(static_cast<uint32_t>(c.seg_));
+      spans->push_back(static_cast<uint32_t>(p - s.data));
+      spans->push_back(static_cast<uint32_t>(k));
+    });
+  }
+
+ private:
+  // Steps over n bytes, handing each Buffer's share to `visit` before leaving it.
+  template <typename Visit>
+  bool Move(size_t n, Visit visit) {
+    while (n > 0) {
+      if (AtEnd()) return false;
+      const Segment& s = (*run_)[seg_];
+      size_t k = s.length - off_ < n ? s.length - off_ : n;
+      visit(s.data + off_, k);
+      off_ += k;
+      n -= k;
+      Settle();
+    }
+    return true;
+  }
+
+  // Past the end of a Buffer (or an empty one) means the start of the next.
+  void Settle() {
+    while (seg_ < run_->size() && off_ == (*run_)[seg_].length) {
+      seg_++;
+      off_ = 0;
+    }
+  }
+
+  const std::vector<Segment>* run_;
+  size_t seg_ = 0;
+  size_t off_ = 0;
+};
 
 class Context;
 
@@ -348,21 +448,23 @@ class Context : public Napi::ObjectWrap<Context> {
     gss_release_buffer_set(&minor, &set);
   }
 
-  // Cuts `in` into pieces of at most maxChunk bytes and writes each as one RFC 1961 data message
-  // (header, then a gss_wrap-compatible token built in place) into `out`; returns bytes written.
-  Failure DoWrapFrames(const std::vector<Segment>& in, uint8_t* out, size_t outLen, size_t maxChunk, bool conf,
-                       size_t* written) {
+  // Cuts `in` into pieces of at most maxChunk bytes and writes piece i as one RFC 1961 data
+  // message (header, then a gss_wrap-compatible token built in place) into outs[i]; `used` gets
+  // each message's length.
+  Failure DoWrapFrames(const std::vector<Segment>& in, const std::vector<Segment>& outs, size_t maxChunk, bool conf,
+                       std::vector<uint32_t>* used) {
     size_t inLen = 0;
     for (const Segment& s : in) inLen += s.length;
-    size_t pos = 0;
-    for (size_t at = 0; at < inLen; at += maxChunk) {
+    size_t piece = 0;
+    for (size_t at = 0; at < inLen; at += maxChunk, piece++) {
       size_t n = inLen - at < maxChunk ? inLen - at : maxChunk;
       Layout layout;
       Failure f = Plan(n, conf, &layout);
       if (f.call) return f;
       if (layout.token > kMaxToken) return Refuse("gss_wrap", "a wrapped piece exceeds 65535 bytes");
-      if (pos + kFrameHeader + layout.token > outLen) return Refuse("gss_wrap", "the output buffer is too small");
-      uint8_t* frame = out + pos;
+      if (piece >= outs.size() || kFrameHeader + layout.token > outs[piece].length)
+        return Refuse("gss_wrap", "the output buffers are too few or too small");
+      uint8_t* frame = outs[piece].data;
       frame[0] = 0x01;
       frame[1] = 0x03;
       frame[2] = static_cast<uint8_t>(layout.token >> 8);
@@ -372,28 +474,38 @@ class Context : public Napi::ObjectWrap<Context> {
       Gather(in, at, n, tok + layout.header);
       f = SealInPlace(tok, n, conf, layout);
       if (f.call) return f;
-      pos += kFrameHeader + layout.token;
+      used->push_back(static_cast<uint32_t>(kFrameHeader + layout.token));
     }
-    *written = pos;
     return {};
   }
 
-  // Unwraps, in place, back-to-back RFC 1961 data messages; `spans` gets each message's
-  // plaintext as (offset, length) inside `buf`.
-  Failure DoUnwrapFrames(uint8_t* buf, size_t len, bool conf, std::vector<uint32_t>* spans) {
-    size_t pos = 0;
-    while (pos < len) {
-      if (len - pos < kFrameHeader || buf[pos] != 0x01 || buf[pos + 1] != 0x03)
+  // Unwraps in place the whole RFC 1961 data messages that `run` holds back to back; `spans`
+  // gets each plaintext as (index in the run, offset, length) pieces. A message that spans two
+  // Buffers (most do: a socket read is 64 KiB, a message up to 64 KiB + 4) is opened in scratch
+  // memory and its plaintext written back where it came from: two copies in warm cache instead
+  // of a fresh Buffer to join it in.
+  Failure DoUnwrapFrames(const std::vector<Segment>& run, bool conf, std::vector<uint32_t>* spans) {
+    RunCursor at(run);
+    while (!at.AtEnd()) {
+      uint8_t header[kFrameHeader];
+      if (!at.Read(header, kFrameHeader) || header[0] != 0x01 || header[1] != 0x03)
         return Refuse("gss_unwrap", "not a whole GSSAPI data message");
-      size_t token = (static_cast<size_t>(buf[pos + 2]) << 8) | buf[pos + 3];
-      if (len - pos - kFrameHeader < token) return Refuse("gss_unwrap", "not a whole GSSAPI data message");
-      uint8_t* tok = buf + pos + kFrameHeader;
-      size_t at = 0, n = 0;
-      Failure f = OpenInPlace(tok, token, conf, &at, &n);
+      size_t token = (static_cast<size_t>(header[2]) << 8) | header[3];
+      size_t plainAt = 0, n = 0;
+      uint8_t* tok = at.Contiguous(token);
+      const bool split = tok == nullptr;
+      if (split) {
+        scratch_.resize(token);
+        if (!at.Peek(scratch_.data(), token)) return Refuse("gss_unwrap", "not a whole GSSAPI data message");
+        tok = scratch_.data();
+      }
+      Failure f = OpenInPlace(tok, token, conf, &plainAt, &n);
       if (f.call) return f;
-      spans->push_back(static_cast<uint32_t>(tok + at - buf));
-      spans->push_back(static_cast<uint32_t>(n));
-      pos += kFrameHeader + token;
+      RunCursor plain = at;
+      plain.Skip(plainAt);
+      if (split) plain.Write(tok + plainAt, n);
+      plain.Spans(n, spans);
+      at.Skip(token);
     }
     return {};
   }
@@ -492,6 +604,8 @@ class Context : public Napi::ObjectWrap<Context> {
   }
 
   std::mutex mu_;
+  // Where a message that spans Buffers is opened: the stream's unwraps run one at a time.
+  std::vector<uint8_t> scratch_;
 
   // --- main thread: a job starts and ends ---
 
@@ -565,6 +679,22 @@ class Context : public Napi::ObjectWrap<Context> {
   Napi::Value StepAsync(const Napi::CallbackInfo& info);
   Napi::Value WrapFrames(const Napi::CallbackInfo& info);
   Napi::Value UnwrapFrames(const Napi::CallbackInfo& info);
+
+  // The caller may ask for a small batch on its own thread (argument `at` true): a thread-pool
+  // round trip (tens of microseconds here) costs more than sealing a few KiB with OpenSSL, and a
+  // peer that sends small tokens would pay one per token. MIT's code always goes to the pool,
+  // where its lock may wait for the other direction.
+  bool RunsInline(const Napi::CallbackInfo& info, size_t at) const {
+    return cfx_ && info.Length() > at && info[at].IsBoolean() && info[at].As<Napi::Boolean>().Value();
+  }
+
+  // An inline call's answer: a promise settled already, like the pool's.
+  static Napi::Value Settled(Napi::Env env, const Failure& f, const std::vector<uint32_t>& xs) {
+    auto deferred = Napi::Promise::Deferred::New(env);
+    if (f.call) deferred.Reject(f.ToError(env).Value());
+    else deferred.Resolve(NumberArray(env, xs));
+    return deferred.Promise();
+  }
 
   // The same step, on the calling thread: for tests and tools that make tokens in a loop. It
   // blocks while the KDC answers; Ferry's own code uses step().
@@ -840,40 +970,34 @@ class StepJob : public Job {
 
 class WrapFramesJob : public Job {
  public:
-  WrapFramesJob(Napi::Env env, Context* ctx, Napi::Object self, std::vector<Segment> in, uint8_t* out,
-                size_t outLen, size_t maxChunk, bool conf)
+  WrapFramesJob(Napi::Env env, Context* ctx, Napi::Object self, std::vector<Segment> in, std::vector<Segment> outs,
+                size_t maxChunk, bool conf)
       : Job(env, ctx, self, "ferry_gssapi_wrap"),
-        in_(std::move(in)), out_(out), outLen_(outLen), maxChunk_(maxChunk), conf_(conf) {}
+        in_(std::move(in)), outs_(std::move(outs)), maxChunk_(maxChunk), conf_(conf) {}
 
  protected:
-  void Execute() override { failure_ = ctx_->DoWrapFrames(in_, out_, outLen_, maxChunk_, conf_, &written_); }
-  Napi::Value Result(Napi::Env env) override { return Napi::Number::New(env, static_cast<double>(written_)); }
+  void Execute() override { failure_ = ctx_->DoWrapFrames(in_, outs_, maxChunk_, conf_, &used_); }
+  Napi::Value Result(Napi::Env env) override { return NumberArray(env, used_); }
 
  private:
   std::vector<Segment> in_;
-  uint8_t* out_;
-  size_t outLen_;
+  std::vector<Segment> outs_;
   size_t maxChunk_;
   bool conf_;
-  size_t written_ = 0;
+  std::vector<uint32_t> used_;
 };
 
 class UnwrapFramesJob : public Job {
  public:
-  UnwrapFramesJob(Napi::Env env, Context* ctx, Napi::Object self, uint8_t* buf, size_t len, bool conf)
-      : Job(env, ctx, self, "ferry_gssapi_unwrap"), buf_(buf), len_(len), conf_(conf) {}
+  UnwrapFramesJob(Napi::Env env, Context* ctx, Napi::Object self, std::vector<Segment> bufs, bool conf)
+      : Job(env, ctx, self, "ferry_gssapi_unwrap"), bufs_(std::move(bufs)), conf_(conf) {}
 
  protected:
-  void Execute() override { failure_ = ctx_->DoUnwrapFrames(buf_, len_, conf_, &spans_); }
-  Napi::Value Result(Napi::Env env) override {
-    Napi::Array a = Napi::Array::New(env, spans_.size());
-    for (size_t i = 0; i < spans_.size(); i++) a.Set(static_cast<uint32_t>(i), Napi::Number::New(env, spans_[i]));
-    return a;
-  }
+  void Execute() override { failure_ = ctx_->DoUnwrapFrames(bufs_, conf_, &spans_); }
+  Napi::Value Result(Napi::Env env) override { return NumberArray(env, spans_); }
 
  private:
-  uint8_t* buf_;
-  size_t len_;
+  std::vector<Segment> bufs_;
   bool conf_;
   std::vector<uint32_t> spans_;
 };
@@ -889,65 +1013,64 @@ Napi::Value Context::StepAsync(const Napi::CallbackInfo& info) {
   return job->Promise();
 }
 
-// wrapFrames(data, out, maxChunk, confidential) → Promise<number>: RFC 1961 data messages for
-// `data` (a Buffer, or an array of Buffers taken as one run of bytes, so queued writes fill whole
-// tokens) written into `out`, resolving with the bytes written. No Buffer may change until the
+// wrapFrames(data, outs, maxChunk, confidential) → Promise<number[]>: `data` (a Buffer, or an
+// array of Buffers taken as one run of bytes, so queued writes fill whole tokens) cut into pieces
+// of at most maxChunk bytes, piece i written as one RFC 1961 data message into outs[i]; resolves
+// with each message's length. One Buffer per message keeps each under malloc's mmap threshold
+// (fresh mmapped pages cost more to fault in than the crypto). No Buffer may change until the
 // promise settles.
 Napi::Value Context::WrapFrames(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!NeedContext(env)) return env.Undefined();
-  bool dataOk = info.Length() >= 1 && (info[0].IsBuffer() || info[0].IsArray());
-  if (!dataOk || info.Length() < 4 || !info[1].IsBuffer() || !info[2].IsNumber() || !info[3].IsBoolean()) {
-    Napi::TypeError::New(env,
-                         "wrapFrames(data: Buffer | Buffer[], out: Buffer, maxChunk: number, confidential: boolean)")
+  std::vector<Segment> segs, outs;
+  if (info.Length() < 4 || !ToSegments(info[0], &segs) || !info[1].IsArray() || !ToSegments(info[1], &outs) ||
+      !info[2].IsNumber() || !info[3].IsBoolean()) {
+    Napi::TypeError::New(
+        env, "wrapFrames(data: Buffer | Buffer[], outs: Buffer[], maxChunk: number, confidential: boolean)")
         .ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  std::vector<Segment> segs;
-  if (info[0].IsBuffer()) {
-    auto b = info[0].As<Napi::Buffer<uint8_t>>();
-    segs.push_back({b.Data(), b.Length()});
-  } else {
-    Napi::Array list = info[0].As<Napi::Array>();
-    for (uint32_t i = 0; i < list.Length(); i++) {
-      Napi::Value v = list.Get(i);
-      if (!v.IsBuffer()) {
-        Napi::TypeError::New(env, "wrapFrames: data must hold Buffers only").ThrowAsJavaScriptException();
-        return env.Undefined();
-      }
-      auto b = v.As<Napi::Buffer<uint8_t>>();
-      segs.push_back({b.Data(), b.Length()});
-    }
-  }
-  auto out = info[1].As<Napi::Buffer<uint8_t>>();
   uint32_t maxChunk = info[2].As<Napi::Number>().Uint32Value();
   if (maxChunk == 0) {
     Napi::RangeError::New(env, "wrapFrames: maxChunk must be positive").ThrowAsJavaScriptException();
     return env.Undefined();
   }
+  bool conf = info[3].As<Napi::Boolean>();
+  if (RunsInline(info, 4)) {
+    std::vector<uint32_t> used;
+    Failure f = DoWrapFrames(segs, outs, maxChunk, conf, &used);
+    return Settled(env, f, used);
+  }
   if (!BeginJob(env)) return env.Undefined();
-  auto* job = new WrapFramesJob(env, this, info.This().As<Napi::Object>(), std::move(segs), out.Data(), out.Length(),
-                                maxChunk, info[3].As<Napi::Boolean>());
-  job->Keep(info[0]);  // the array holds its Buffers
+  auto* job = new WrapFramesJob(env, this, info.This().As<Napi::Object>(), std::move(segs), std::move(outs),
+                                maxChunk, conf);
+  job->Keep(info[0]);  // an array holds its Buffers
   job->Keep(info[1]);
   job->Queue();
   return job->Promise();
 }
 
-// unwrapFrames(frames, confidential) → Promise<number[]>: unwraps whole RFC 1961 data messages
-// in place, strictly in order and at the agreed level; resolves with [offset, length, ...] of
-// each plaintext inside `frames`.
+// unwrapFrames(run, confidential) → Promise<number[]>: unwraps in place the whole RFC 1961 data
+// messages that `run` (a Buffer, or an array of Buffers read as one run of bytes) holds back to
+// back, strictly in order and at the agreed level; resolves with [index, offset, length, ...]:
+// the plaintext, in pieces inside run[index] (index 0 for a single Buffer).
 Napi::Value Context::UnwrapFrames(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!NeedContext(env)) return env.Undefined();
-  if (info.Length() < 2 || !info[0].IsBuffer() || !info[1].IsBoolean()) {
-    Napi::TypeError::New(env, "unwrapFrames(frames: Buffer, confidential: boolean)").ThrowAsJavaScriptException();
+  std::vector<Segment> bufs;
+  if (info.Length() < 2 || !ToSegments(info[0], &bufs) || !info[1].IsBoolean()) {
+    Napi::TypeError::New(env, "unwrapFrames(frames: Buffer | Buffer[], confidential: boolean)")
+        .ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  auto buf = info[0].As<Napi::Buffer<uint8_t>>();
+  bool conf = info[1].As<Napi::Boolean>();
+  if (RunsInline(info, 2)) {
+    std::vector<uint32_t> spans;
+    Failure f = DoUnwrapFrames(bufs, conf, &spans);
+    return Settled(env, f, spans);
+  }
   if (!BeginJob(env)) return env.Undefined();
-  auto* job = new UnwrapFramesJob(env, this, info.This().As<Napi::Object>(), buf.Data(), buf.Length(),
-                                  info[1].As<Napi::Boolean>());
+  auto* job = new UnwrapFramesJob(env, this, info.This().As<Napi::Object>(), std::move(bufs), conf);
   job->Keep(info[0]);
   job->Queue();
   return job->Promise();

@@ -34,16 +34,25 @@ export interface GssContext {
   unwrap(token: Buffer, inOrder?: boolean): { data: Buffer; confidential: boolean };
   /**
    * Cuts `data` (Buffers taken as one run of bytes) into pieces of at most `maxChunk` bytes and
-   * writes each as an RFC 1961 data message (header and token) into `out`, sealing in place;
-   * resolves with the bytes written. No Buffer may change until the promise settles.
+   * writes piece i as an RFC 1961 data message (header and token) into outs[i], sealing in place;
+   * resolves with each message's length. No Buffer may change until the promise settles.
+   * `inline`: on the calling thread, for a small batch (OpenSSL sealing only; else the pool).
    */
-  wrapFrames(data: Buffer | Buffer[], out: Buffer, maxChunk: number, confidential: boolean): Promise<number>;
+  wrapFrames(
+    data: Buffer | Buffer[],
+    outs: Buffer[],
+    maxChunk: number,
+    confidential: boolean,
+    inline?: boolean,
+  ): Promise<number[]>;
   /**
-   * Unwraps back-to-back whole RFC 1961 data messages in place, in order, refusing any token whose
-   * confidentiality differs from `confidential`; resolves with [offset, length, ...] of each
-   * plaintext inside `frames`.
+   * Unwraps in place the whole RFC 1961 data messages that `run` (Buffers read as one run of
+   * bytes) holds back to back, in order, refusing any token whose confidentiality differs from
+   * `confidential`; resolves with [index, offset, length, ...]: the plaintext, in pieces inside
+   * run[index] (a message split across Buffers comes back in the same places, in two pieces).
+   * `inline` as for wrapFrames.
    */
-  unwrapFrames(frames: Buffer, confidential: boolean): Promise<number[]>;
+  unwrapFrames(run: Buffer | Buffer[], confidential: boolean, inline?: boolean): Promise<number[]>;
   /** The largest input whose wrapped token fits in `maxToken` bytes. */
   wrapSizeLimit(maxToken: number, confidential: boolean): number;
   /** Who seals this context's tokens once established: see GssContextOptions. */

@@ -16,17 +16,49 @@ export interface GssProtector {
   readonly maxChunk: number;
   /** One token, on the calling thread (datagrams). */
   wrap(data: Buffer): Buffer;
-  /** `data` (Buffers taken as one run) as framed RFC 1961 data messages, sealed in the thread pool. */
-  wrapFrames(data: Buffer | Buffer[]): Promise<Buffer>;
-  /** Unwraps whole data messages in place, in the thread pool; resolves with each plaintext. */
-  unwrapFrames(frames: Buffer): Promise<Buffer[]>;
+  /**
+   * `data` (Buffers taken as one run) as RFC 1961 data messages, one Buffer each, sealed in the
+   * thread pool; hand each to releaseFrame once written.
+   */
+  wrapFrames(data: Buffer | Buffer[]): Promise<Buffer[]>;
+  /** Unwraps whole data messages in place (Buffers read as one run), in the thread pool; resolves with the plaintext's pieces. */
+  unwrapFrames(run: Buffer[]): Promise<Buffer[]>;
   /** Unwraps a datagram token: loss and reordering are tolerated, replays are not. */
   unwrapDatagram(token: Buffer): Buffer;
   dispose(): void;
 }
 
-/** Room for a piece's token beyond its plaintext, on top of what gss_wrap_size_limit leaves. */
-const WRAP_SLACK = 64;
+/** The largest RFC 1961 data message: its header and the largest token LEN can say. */
+const MAX_FRAME = 4 + GSSAPI_MAX_TOKEN;
+
+/**
+ * Frame Buffers that the socket has finished with, for the next messages: a fresh 64 KiB Buffer
+ * costs more in page faults than sealing the data in it (measured: bench:gssapi, proxy CPU per
+ * MiB). Shared by every session, and bounded.
+ */
+const framePool: Buffer[] = [];
+
+/**
+ * Batches up to this size are sealed or opened on the event loop (tens of microseconds with
+ * OpenSSL), larger ones in the thread pool: a pool round trip costs more than that, and a peer
+ * sending small tokens (Dante's client: one per write) would pay it for each.
+ */
+const INLINE_BYTES = 16 * 1024;
+
+/** Reads shorter than this are copied together; a bulk read is 64 KiB. */
+const SMALL_READ = 4096;
+const TAIL_BYTES = 64 * 1024;
+const FRAME_POOL_MAX = 32;
+
+function frameBuffer(): Buffer {
+  return framePool.pop() ?? Buffer.allocUnsafe(MAX_FRAME);
+}
+
+/** Gives back a frame from wrapFrames once nothing reads it any more (its write has completed). */
+export function releaseFrame(frame: Buffer): void {
+  if (framePool.length < FRAME_POOL_MAX && frame.byteOffset === 0 && frame.buffer.byteLength === MAX_FRAME)
+    framePool.push(Buffer.from(frame.buffer, 0, MAX_FRAME));
+}
 
 /**
  * RFC 1961 §5: at integrity conf_req_flag is always false, at confidentiality always true, and a
@@ -45,9 +77,6 @@ export function gssProtector(ctx: GssContext, level: "integrity" | "confidential
   const maxChunk = ctx.wrapSizeLimit(GSSAPI_MAX_TOKEN, conf);
   if (maxChunk < 1)
     throw new Error(`GSSAPI: the mechanism leaves no room for data in a ${GSSAPI_MAX_TOKEN}-byte token`);
-  // Per piece: the frame header, the token's own overhead at the largest piece, and some slack
-  // for mechanisms that pad to a block.
-  const perPiece = 4 + (GSSAPI_MAX_TOKEN - maxChunk) + WRAP_SLACK;
   const check = (r: { data: Buffer; confidential: boolean }): Buffer => {
     const mismatch = levelMismatch(conf, r.confidential);
     if (mismatch) throw mismatch;
@@ -59,31 +88,25 @@ export function gssProtector(ctx: GssContext, level: "integrity" | "confidential
     wrap: (data) => ctx.wrap(data, conf),
     wrapFrames: async (data) => {
       const length = Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : data.length;
-      const out = Buffer.allocUnsafe(length + Math.ceil(length / maxChunk) * perPiece);
-      const used = await ctx.wrapFrames(data, out, maxChunk, conf);
-      return out.subarray(0, used);
+      // One Buffer per message, room for the largest: the add-on refuses a token LEN cannot hold.
+      const outs: Buffer[] = [];
+      for (let at = 0; at < length; at += maxChunk) outs.push(frameBuffer());
+      const used = await ctx.wrapFrames(data, outs, maxChunk, conf, length <= INLINE_BYTES);
+      return used.map((n, i) => outs[i]!.subarray(0, n));
     },
-    unwrapFrames: async (frames) => {
-      const spans = await ctx.unwrapFrames(frames, conf);
+    unwrapFrames: async (run) => {
+      const bytes = run.reduce((n, b) => n + b.length, 0);
+      const spans = await ctx.unwrapFrames(run, conf, bytes <= INLINE_BYTES);
       const out: Buffer[] = [];
-      for (let i = 0; i < spans.length; i += 2)
-        out.push(frames.subarray(spans[i]!, spans[i]! + spans[i + 1]!));
+      for (let i = 0; i < spans.length; i += 3) {
+        const start = spans[i + 1]!;
+        out.push(run[spans[i]!]!.subarray(start, start + spans[i + 2]!));
+      }
       return out;
     },
     unwrapDatagram: (token) => check(ctx.unwrap(token, false)),
     dispose: () => ctx.dispose(),
   };
-}
-
-/** The length of the leading run of whole RFC 1961 data messages in `buf`. */
-function wholeDataMessages(buf: Buffer): number {
-  let at = 0;
-  while (buf.length - at >= 4 && buf[at] === GSSAPI_VERSION && buf[at + 1] === GssMessageType.DATA) {
-    const len = buf.readUInt16BE(at + 2);
-    if (buf.length - at - 4 < len) break;
-    at += 4 + len;
-  }
-  return at;
 }
 
 /**
@@ -118,6 +141,9 @@ export class GssEncapsulation extends Duplex {
   /** Bytes read and not yet unwrapped, in arrival order. */
   private chunks: Buffer[] = [];
   private buffered = 0;
+  /** Where small reads are gathered (see add). */
+  private tail: Buffer | undefined;
+  private tailUsed = 0;
   private unwrapping = false;
   /** False once our reader is full: no new batch until it asks for more. */
   private flowing = true;
@@ -145,30 +171,89 @@ export class GssEncapsulation extends Duplex {
     });
   }
 
+  /**
+   * Keeps a read. Small reads are copied into a shared tail Buffer: a peer that dribbles a message
+   * a few bytes at a time must not cost a Buffer (and an array slot) per read.
+   */
   private add(chunk: Buffer): void {
-    this.chunks.push(chunk);
     this.buffered += chunk.length;
+    if (chunk.length >= SMALL_READ) {
+      this.chunks.push(chunk);
+      this.tail = undefined;
+      return;
+    }
+    let tail = this.tail;
+    if (!tail || this.tailUsed + chunk.length > tail.length) {
+      tail = this.tail = Buffer.allocUnsafe(TAIL_BYTES);
+      this.tailUsed = 0;
+    }
+    chunk.copy(tail, this.tailUsed);
+    const last = this.chunks[this.chunks.length - 1];
+    // The last chunk is the tail's unread part when it ends where the tail's bytes end.
+    const growsLast =
+      last !== undefined &&
+      last.buffer === tail.buffer &&
+      last.byteOffset + last.length === tail.byteOffset + this.tailUsed;
+    const start = growsLast ? last.byteOffset - tail.byteOffset : this.tailUsed;
+    this.tailUsed += chunk.length;
+    const view = tail.subarray(start, this.tailUsed);
+    if (growsLast) this.chunks[this.chunks.length - 1] = view;
+    else this.chunks.push(view);
   }
 
-  /** Starts unwrapping the whole frames buffered, or ends the stream when nothing more can come. */
+  /** The `n` bytes buffered from offset `at` (at + n <= buffered): a view when one chunk holds them. */
+  private bytesAt(at: number, n: number): Buffer {
+    let i = 0;
+    while (at >= this.chunks[i]!.length) at -= this.chunks[i++]!.length;
+    const chunk = this.chunks[i]!;
+    if (chunk.length - at >= n) return chunk.subarray(at, at + n);
+    // A few bytes across chunks (a message header split by a read).
+    const out = Buffer.allocUnsafe(n);
+    for (let got = 0; got < n; i++, at = 0) got += this.chunks[i]!.copy(out, got, at, at + n - got);
+    return out;
+  }
+
+  /** How many of the bytes buffered are whole data messages, from the head on. */
+  private wholeDataMessages(): number {
+    let at = 0;
+    while (this.buffered - at >= 4) {
+      const head = this.bytesAt(at, 4);
+      if (head[0] !== GSSAPI_VERSION || head[1] !== GssMessageType.DATA) break;
+      const length = 4 + head.readUInt16BE(2);
+      if (this.buffered - at < length) break;
+      at += length;
+    }
+    return at;
+  }
+
+  /** Removes the first `n` buffered bytes, as the chunks (views) that held them. */
+  private takeChunks(n: number): Buffer[] {
+    this.buffered -= n;
+    let whole = 0;
+    while (whole < this.chunks.length && this.chunks[whole]!.length <= n) n -= this.chunks[whole++]!.length;
+    const run = this.chunks.splice(0, whole);
+    if (n > 0) {
+      const chunk = this.chunks[0]!;
+      run.push(chunk.subarray(0, n));
+      this.chunks[0] = chunk.subarray(n);
+    }
+    return run;
+  }
+
+  /**
+   * Starts unwrapping the whole messages read, where they lie in the chunks read (the add-on
+   * handles a message split across chunks), or ends the stream when nothing more can come.
+   */
   private pump(): void {
     if (this.unwrapping || this.destroyed) return;
-    const pending = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.buffered);
-    const end = wholeDataMessages(pending);
-    if (end === 0) {
-      this.chunks = pending.length > 0 ? [pending] : [];
-      this.stopAtHead(pending);
+    const whole = this.wholeDataMessages();
+    if (whole === 0) {
+      this.stopAtHead();
       return;
     }
-    if (!this.flowing) {
-      this.chunks = [pending];
-      return;
-    }
-    const rest = pending.subarray(end);
-    this.chunks = rest.length > 0 ? [rest] : [];
-    this.buffered = rest.length;
+    if (!this.flowing) return;
     this.unwrapping = true;
-    this.protector.unwrapFrames(pending.subarray(0, end)).then(
+    this.protector.unwrapFrames(this.takeChunks(whole)).then(
       (pieces) => {
         this.unwrapping = false;
         if (this.destroyed) return;
@@ -186,22 +271,25 @@ export class GssEncapsulation extends Duplex {
   }
 
   /** No whole data message at the head: wait for more, or fail on anything else, or end. */
-  private stopAtHead(pending: Buffer): void {
-    try {
-      const parsed = pending.length > 0 ? parseGssMessage(pending) : undefined;
-      if (parsed) {
-        const msg = parsed.value;
-        if (msg.type === "abort") throw new ProtocolError("the peer aborted the GSSAPI session");
-        throw new ProtocolError(`expected encapsulated data, got a GSSAPI ${msg.type} message`);
+  private stopAtHead(): void {
+    const head = this.buffered >= 2 ? this.bytesAt(0, 2) : undefined;
+    if (head && (head[0] !== GSSAPI_VERSION || head[1] !== GssMessageType.DATA)) {
+      try {
+        const parsed = parseGssMessage(Buffer.concat(this.chunks, this.buffered));
+        if (parsed) {
+          const msg = parsed.value;
+          if (msg.type === "abort") throw new ProtocolError("the peer aborted the GSSAPI session");
+          throw new ProtocolError(`expected encapsulated data, got a GSSAPI ${msg.type} message`);
+        }
+      } catch (err) {
+        const e = err as Error;
+        this.destroy(e.message.startsWith("GSSAPI") ? e : new Error(`GSSAPI: ${e.message}`));
+        return;
       }
-    } catch (err) {
-      const e = err as Error;
-      this.destroy(e.message.startsWith("GSSAPI") ? e : new Error(`GSSAPI: ${e.message}`));
-      return;
     }
     if (!this.innerEnded) return;
-    if (pending.length > 0) {
-      this.destroy(new Error(`GSSAPI: connection ended inside a message (${pending.length} bytes left)`));
+    if (this.buffered > 0) {
+      this.destroy(new Error(`GSSAPI: connection ended inside a message (${this.buffered} bytes left)`));
       return;
     }
     this.push(null);
@@ -236,9 +324,18 @@ export class GssEncapsulation extends Duplex {
       return;
     }
     this.protector.wrapFrames(data).then(
-      (framed) => {
-        if (this.destroyed) callback();
-        else if (this.inner.write(framed)) callback();
+      (frames) => {
+        if (this.destroyed) {
+          for (const frame of frames) releaseFrame(frame);
+          callback();
+          return;
+        }
+        // Corked, the messages leave in one writev.
+        this.inner.cork();
+        let ok = true;
+        for (const frame of frames) ok = this.inner.write(frame, () => releaseFrame(frame));
+        this.inner.uncork();
+        if (ok) callback();
         else this.inner.once("drain", () => callback());
       },
       (err: Error) => callback(err),

@@ -2,8 +2,10 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";
+import { PassThrough } from "node:stream";
 import { type TestContext, test } from "node:test";
 import { type GssApi, type GssContext, loadGssapi } from "../../src/auth/gssapi-native.js";
+import { GssEncapsulation, gssProtector } from "../../src/auth/gssapi-stream.js";
 import { startFerry } from "../helpers/ferry.js";
 import { gssapiConnect } from "../helpers/gssapi-client.js";
 import { requireKerberos, startTestRealm, type TestRealm } from "../helpers/kdc.js";
@@ -105,7 +107,42 @@ function splitFrames(buf: Buffer): Buffer[] {
   return frames;
 }
 
-/** wrapFrames then unwrapFrames, `data` given as pieces that do not line up with the frames. */
+/** wrapFrames into one Buffer per message (each room for the largest), then those messages. */
+async function wrapped(
+  ctx: GssContext,
+  data: Buffer | Buffer[],
+  maxChunk: number,
+  conf: boolean,
+): Promise<Buffer[]> {
+  const length = Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : data.length;
+  const outs = Array.from({ length: Math.ceil(length / maxChunk) }, () => Buffer.alloc(4 + 65535));
+  const used = await ctx.wrapFrames(data, outs, maxChunk, conf);
+  assert.equal(used.length, outs.length, "one message per piece");
+  return used.map((n, i) => outs[i]!.subarray(0, n));
+}
+
+/** unwrapFrames over `run`, the plaintext pieces joined. */
+async function unwrapped(ctx: GssContext, run: Buffer | Buffer[], conf: boolean): Promise<Buffer> {
+  const list = Array.isArray(run) ? run : [run];
+  const spans = await ctx.unwrapFrames(list, conf);
+  const parts: Buffer[] = [];
+  for (let i = 0; i < spans.length; i += 3)
+    parts.push(list[spans[i]!]!.subarray(spans[i + 1]!, spans[i + 1]! + spans[i + 2]!));
+  return Buffer.concat(parts);
+}
+
+/** `bytes` cut into Buffers of `size` bytes (the last shorter): messages split wherever reads would split them. */
+function cut(bytes: Buffer, size: number): Buffer[] {
+  const out: Buffer[] = [];
+  for (let at = 0; at < bytes.length; at += size) out.push(bytes.subarray(at, at + size));
+  return out;
+}
+
+/**
+ * wrapFrames then unwrapFrames, `data` given as pieces that do not line up with the frames, and
+ * the messages handed to the receiver cut into Buffers of `readSize` bytes (split messages are
+ * opened in scratch memory and their plaintext written back in place).
+ */
 async function framesThrough(
   sender: GssContext,
   receiver: GssContext,
@@ -113,23 +150,23 @@ async function framesThrough(
   data: Buffer,
   maxChunk: number,
   conf: boolean,
+  readSize = Number.MAX_SAFE_INTEGER,
 ): Promise<void> {
   const cuts = [0, 7, maxChunk + 3, Math.floor(data.length / 2), data.length].sort((a, b) => a - b);
   const pieces = cuts.slice(1).map((end, i) => data.subarray(cuts[i], end));
   const count = Math.ceil(data.length / maxChunk);
-  const out = Buffer.alloc(data.length + count * (4 + overhead(enc, conf)) + 100);
-  const written = await sender.wrapFrames(pieces, out, maxChunk, conf);
+  const bytes = Buffer.concat(await wrapped(sender, pieces, maxChunk, conf));
   assert.equal(
-    written,
+    bytes.length,
     data.length + count * (4 + overhead(enc, conf)),
     "frame sizes as RFC 4121 lays them out",
   );
-  assert.equal(splitFrames(out.subarray(0, written)).length, count);
-  const spans = await receiver.unwrapFrames(out.subarray(0, written), conf);
-  assert.equal(spans.length, 2 * count);
-  const parts: Buffer[] = [];
-  for (let i = 0; i < spans.length; i += 2) parts.push(out.subarray(spans[i]!, spans[i]! + spans[i + 1]!));
-  assert.ok(Buffer.concat(parts).equals(data), `${data.length} bytes in ${count} frames came back intact`);
+  assert.equal(splitFrames(bytes).length, count);
+  const plain = await unwrapped(receiver, cut(bytes, readSize), conf);
+  assert.ok(
+    plain.equals(data),
+    `${data.length} bytes in ${count} frames, read ${readSize} at a time, came back intact`,
+  );
 }
 
 /** The session-key and ticket enctypes klist shows for the service ticket in the ccache. */
@@ -222,6 +259,9 @@ async function sealingTests(t: TestContext, api: GssApi, enc: Enctype): Promise<
           for (const [sender, receiver] of routes) {
             await framesThrough(sender, receiver, enc, randomBytes(500), 33, conf);
             await framesThrough(sender, receiver, enc, randomBytes(2 * max + 1000), max, conf);
+            // As a socket delivers them: 64 KiB reads (every message split), odd sizes, a byte at a time.
+            for (const readSize of [65536, 4093, 17, 1])
+              await framesThrough(sender, receiver, enc, randomBytes(2 * max + 1000), max, conf, readSize);
             // The stream and single tokens share the sequence: one more token after the frames.
             const data = randomBytes(17);
             opens(receiver, sender.wrap(data, conf), data, conf);
@@ -303,16 +343,14 @@ async function sealingTests(t: TestContext, api: GssApi, enc: Enctype): Promise<
         opens(pair.server, tokens[7]!, data[7]!, conf);
       }
       // The same through unwrapFrames: three frames, the last two swapped.
-      const out = Buffer.alloc(1000);
-      const n = await pair.server.wrapFrames(randomBytes(90), out, 30, true);
-      const [f0, f1, f2] = splitFrames(out.subarray(0, n));
+      const [f0, f1, f2] = await wrapped(pair.server, randomBytes(90), 30, true);
       const swapped = Buffer.concat([f0!, f2!, f1!]);
       await assert.rejects(
         pair.client.unwrapFrames(swapped, true),
         /^Error: gss_unwrap: a token is missing before this one/,
       );
       // The first frame was taken; the second, then third, still open in order.
-      assert.equal((await pair.client.unwrapFrames(Buffer.concat([f1!, f2!]), true)).length, 4);
+      assert.equal((await pair.client.unwrapFrames(Buffer.concat([f1!, f2!]), true)).length, 6);
       await assert.rejects(
         pair.client.unwrapFrames(Buffer.from(f2!), true),
         /gss_unwrap: a token arrived twice/,
@@ -325,21 +363,18 @@ async function sealingTests(t: TestContext, api: GssApi, enc: Enctype): Promise<
   await t.test("reflected tokens and the wrong protection level are refused", async () => {
     const pair = makePair(api, realm, "openssl", "openssl");
     try {
-      const out = Buffer.alloc(1000);
-      let n = await pair.client.wrapFrames(randomBytes(50), out, 100, true);
       await assert.rejects(
-        pair.server.unwrapFrames(out.subarray(0, n), false),
+        pair.server.unwrapFrames(await wrapped(pair.client, randomBytes(50), 100, true), false),
         /^Error: gss_unwrap: a token arrived encrypted, but integrity \(no encryption\) was agreed$/,
       );
-      n = await pair.client.wrapFrames(randomBytes(50), out, 100, false);
       await assert.rejects(
-        pair.server.unwrapFrames(out.subarray(0, n), true),
+        pair.server.unwrapFrames(await wrapped(pair.client, randomBytes(50), 100, false), true),
         /^Error: gss_unwrap: a token arrived without the agreed confidentiality$/,
       );
       const data = randomBytes(50);
-      n = await pair.client.wrapFrames(data, out, 100, true);
-      const spans = await pair.server.unwrapFrames(out.subarray(0, n), true);
-      assert.ok(out.subarray(spans[0]!, spans[0]! + spans[1]!).equals(data));
+      assert.ok(
+        (await unwrapped(pair.server, await wrapped(pair.client, data, 100, true), true)).equals(data),
+      );
       // Last: a reflected token takes a send sequence number the peer then never sees.
       for (const conf of [true, false]) {
         refused(
@@ -416,8 +451,10 @@ async function sealingTests(t: TestContext, api: GssApi, enc: Enctype): Promise<
                     Buffer.from([1, 3, tok.length >> 8, tok.length & 0xff]),
                     tok,
                   ]);
-                  const [at, n] = await receiver.unwrapFrames(frames, conf);
-                  assert.ok(frames.subarray(at!, at! + n!).equals(next), "unwrapFrames undoes the rotation");
+                  assert.ok(
+                    (await unwrapped(receiver, frames, conf)).equals(next),
+                    "unwrapFrames undoes the rotation",
+                  );
                 }
               } catch (err) {
                 throw new Error(`${route}, conf=${conf}, RRC ${k}: ${(err as Error).message}`);
@@ -447,6 +484,35 @@ async function sealingTests(t: TestContext, api: GssApi, enc: Enctype): Promise<
       dispose(pair);
     }
   });
+  await t.test(
+    "the stream reads messages however the reads cut them, dribbled a byte at a time too",
+    async () => {
+      for (const readSize of [1, 3, 4093, 4096, 65536, 70000]) {
+        const pair = makePair(api, realm, "openssl", "openssl");
+        const inner = new PassThrough();
+        // The encapsulation disposes its context (the server's) when it ends.
+        const stream = new GssEncapsulation(inner, gssProtector(pair.server, "confidentiality"));
+        try {
+          const max = pair.client.wrapSizeLimit(65535, true);
+          const data = randomBytes(2 * max + 1000);
+          const frames = Buffer.concat(await wrapped(pair.client, data, max, true));
+          const got: Buffer[] = [];
+          stream.on("data", (c: Buffer) => got.push(c));
+          const ended = once(stream, "end");
+          for (const piece of cut(frames, readSize)) inner.write(piece);
+          inner.end();
+          await within(ended, 20_000, `the stream's end with ${readSize}-byte reads`);
+          assert.ok(
+            Buffer.concat(got).equals(data),
+            `${data.length} bytes intact, read ${readSize} at a time`,
+          );
+        } finally {
+          stream.destroy();
+          pair.client.dispose();
+        }
+      }
+    },
+  );
   await t.test(
     "a real SOCKS session: the server's and the client's contexts both seal with OpenSSL",
     async () => {
