@@ -1,29 +1,40 @@
 // Throughput of a GSSAPI-authenticated CONNECT at each protection level, one direction
-// (client → target), against a throwaway local KDC: Ferry's client through an in-process Ferry
-// and through `ferry serve` in its own process, and, when Dante with GSSAPI is built
-// (scripts/build-dante-gssapi.sh), Dante's client (socksify socat) through Ferry and through
-// Dante's sockd, and Ferry's client through sockd: the same client, each proxy in its own process.
-//   npm run build && node dist/bench/gssapi.js [MiB per run, default 64] [runs, default 3]
+// (client → target), against a throwaway local KDC, and the proxy's CPU per MiB: `ferry serve`
+// and, when Dante with GSSAPI is built (scripts/build-dante-gssapi.sh), Dante's sockd, each in a
+// process of its own, driven by the same clients: Ferry's client library (in this process, with
+// the target) and Dante's client (socksify socat). Runs alternate between the proxies, so drift on
+// a shared machine falls on both.
+//   npm run build && node dist/bench/gssapi.js [MiB per run, default 128] [runs, default 5]
+//   BENCH_CLIENTS=ferry leaves Dante's client out (it is the slow one: ~20 MB/s).
 import { once } from "node:events";
 import net from "node:net";
 import { performance } from "node:perf_hooks";
 import { loadGssapi } from "../src/auth/gssapi-native.js";
 import type { ProtectionName } from "../src/protocol/gssapi.js";
-import { startFerry } from "../test/helpers/ferry.js";
 import { spawnFerry } from "../test/helpers/ferry-process.js";
 import { gssapiConnect } from "../test/helpers/gssapi-client.js";
 import { startTestRealm, type TestRealm } from "../test/helpers/kdc.js";
+import type { Daemon } from "../test/helpers/process.js";
 import { type DanteBuild, findDanteGssapi, socksifiedSend, startSockd } from "./gssapi-dante.js";
+import { sampleTree } from "./proc-tree.js";
 
-const mib = Number(process.argv[2] ?? 64);
-const runs = Number(process.argv[3] ?? 3);
+const mib = Number(process.argv[2] ?? 128);
+const runs = Number(process.argv[3] ?? 5);
 const total = mib * 1024 * 1024;
 const LEVELS = ["none", "integrity", "confidentiality"] as const;
 
 interface Result {
   mbps: number;
-  /** CPU time of this process per MiB: what runs in it (see each path), worker threads included. */
-  cpuMsPerMiB?: number;
+  /** The proxy's CPU time (its whole process tree, threads included) per MiB carried. */
+  proxyMsPerMiB: number;
+}
+
+/** `send` timed as it reports, with the CPU the proxy's processes used meanwhile. */
+async function measured(proxy: Daemon, send: () => Promise<number>): Promise<Result> {
+  const before = sampleTree(proxy.pid);
+  const mbps = await send();
+  const after = sampleTree(proxy.pid);
+  return { mbps, proxyMsPerMiB: (after.cpuMs - before.cpuMs) / mib };
 }
 
 /** A target that counts bytes; `next()` resolves with the first and last byte's times of the next `total` bytes. */
@@ -52,8 +63,8 @@ async function startSink() {
 }
 type Sink = Awaited<ReturnType<typeof startSink>>;
 
-/** Ferry's client, in this process: timed from its first write to the target's last byte. */
-async function ferryClient(proxyPort: number, sink: Sink, level: ProtectionName): Promise<Result> {
+/** Ferry's client, in this process: MB/s from its first write to the target's last byte. */
+async function ferryClient(proxyPort: number, sink: Sink, level: ProtectionName): Promise<number> {
   const conn = await gssapiConnect(
     proxyPort,
     { host: "127.0.0.1", port: sink.port },
@@ -61,7 +72,6 @@ async function ferryClient(proxyPort: number, sink: Sink, level: ProtectionName)
   );
   const chunk = Buffer.alloc(256 * 1024, 0x61);
   const arrived = sink.next();
-  const cpu = process.cpuUsage();
   const start = performance.now();
   let sent = 0;
   while (sent < total) {
@@ -69,53 +79,50 @@ async function ferryClient(proxyPort: number, sink: Sink, level: ProtectionName)
     if (!conn.stream.write(chunk)) await once(conn.stream, "drain");
   }
   const { last } = await arrived;
-  const used = process.cpuUsage(cpu);
   conn.stream.destroy();
-  return { mbps: total / ((last - start) / 1000) / 1e6, cpuMsPerMiB: (used.user + used.system) / 1000 / mib };
+  return total / ((last - start) / 1000) / 1e6;
 }
 
-/** Dante's client in its own process: timed at the target, first byte to last. */
+/** Dante's client in its own process: MB/s at the target, first byte to last. */
 async function danteClient(
   dante: DanteBuild,
   realm: TestRealm,
   proxyPort: number,
   sink: Sink,
   level: ProtectionName,
-): Promise<Result> {
+): Promise<number> {
   const arrived = sink.next();
-  const cpu = process.cpuUsage();
   await socksifiedSend(dante, realm, proxyPort, level, sink.port, total);
   const { first, last } = await arrived;
-  const used = process.cpuUsage(cpu);
-  return { mbps: total / ((last - first) / 1000) / 1e6, cpuMsPerMiB: (used.user + used.system) / 1000 / mib };
+  return total / ((last - first) / 1000) / 1e6;
 }
 
 function median(xs: number[]): number {
   return [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 }
 
-function report(path: string, level: ProtectionName, results: Result[], cpuLabel: string | undefined): void {
+function report(path: string, level: ProtectionName, results: Result[]): void {
   const mbps = median(results.map((r) => r.mbps));
-  const cpu = cpuLabel
-    ? `${median(results.map((r) => r.cpuMsPerMiB ?? 0))
-        .toFixed(1)
-        .padStart(6)} CPU ms/MiB (${cpuLabel})`
-    : "";
+  const cpu = median(results.map((r) => r.proxyMsPerMiB));
   console.log(
-    `${path.padEnd(22)} ${level.padEnd(16)} ${mbps.toFixed(0).padStart(6)} MB/s  ${cpu.padEnd(40)} runs: ${results.map((r) => r.mbps.toFixed(0)).join(", ")} MB/s`,
+    `${path.padEnd(24)} ${level.padEnd(16)} ${mbps.toFixed(0).padStart(5)} MB/s ${cpu.toFixed(2).padStart(6)} proxy CPU ms/MiB   runs: ${results.map((r) => r.mbps.toFixed(0)).join(", ")} MB/s`,
   );
 }
 
-/**
- * `runs` timed runs after one that is not counted: a Node proxy's first transfer runs before
- * the JIT and its buffer pools have warmed up (half the later speed, measured), which says
- * nothing of a proxy that has been serving for a while. Every path gets the same warm-up.
- */
-async function repeat(fn: () => Promise<Result>): Promise<Result[]> {
-  await fn();
-  const results: Result[] = [];
-  for (let i = 0; i < runs; i++) results.push(await fn());
-  return results;
+function ratio(path: string, level: ProtectionName, ferry: Result[], dante: Result[]): void {
+  const speed = median(ferry.map((r) => r.mbps)) / median(dante.map((r) => r.mbps));
+  const cpu = median(dante.map((r) => r.proxyMsPerMiB)) / median(ferry.map((r) => r.proxyMsPerMiB));
+  console.log(
+    `  ${path}, ${level}: Ferry / Dante throughput ${speed.toFixed(2)}x, Dante / Ferry CPU per MiB ${cpu.toFixed(2)}x`,
+  );
+}
+
+/** A path measured once uncounted (a Node proxy's first transfer runs before the JIT has warmed up), then `runs` times. */
+interface Path {
+  name: string;
+  proxy: Daemon;
+  send: () => Promise<number>;
+  results: Result[];
 }
 
 async function main(): Promise<void> {
@@ -123,29 +130,10 @@ async function main(): Promise<void> {
   const realm = await startTestRealm();
   const sink = await startSink();
   const dante = findDanteGssapi();
+  const withDanteClient = typeof dante !== "string" && process.env.BENCH_CLIENTS !== "ferry";
   try {
     console.log(`GSSAPI CONNECT throughput, ${mib} MiB client → target, median of ${runs} runs`);
     for (const level of LEVELS) {
-      const ferry = await startFerry({
-        auth: ["gssapi"],
-        gssapi: { keytab: realm.keytab, principal: "rcmd/localhost", protection: [level] },
-        log: { level: "silent" },
-      });
-      try {
-        report(
-          "Ferry → Ferry",
-          level,
-          await repeat(() => ferryClient(ferry.port, sink, level)),
-          "client+proxy",
-        );
-        if (typeof dante !== "string") {
-          const results = await repeat(() => danteClient(dante, realm, ferry.port, sink, level));
-          report("Dante client → Ferry", level, results, "Ferry proxy");
-        }
-      } finally {
-        await ferry.close();
-      }
-      // The proxy in a process of its own, as sockd is below: the same client against both.
       const served = await spawnFerry({
         env: { ...process.env, ...realm.env },
         config: (listen) => ({
@@ -154,33 +142,48 @@ async function main(): Promise<void> {
           gssapi: { keytab: realm.keytab, principal: "rcmd/localhost", protection: [level] },
         }),
       });
+      const sockd = typeof dante === "string" ? undefined : await startSockd(dante, realm, level);
       try {
-        report(
-          "Ferry client → Ferry",
-          level,
-          await repeat(() => ferryClient(served.port, sink, level)),
-          "Ferry client",
-        );
+        const paths: Path[] = [
+          {
+            name: "Ferry client → Ferry",
+            proxy: served,
+            send: () => ferryClient(served.port, sink, level),
+            results: [],
+          },
+        ];
+        if (sockd) {
+          paths.push({
+            name: "Ferry client → Dante",
+            proxy: sockd,
+            send: () => ferryClient(sockd.port, sink, level),
+            results: [],
+          });
+        }
+        if (sockd && withDanteClient && typeof dante !== "string") {
+          paths.push(
+            {
+              name: "Dante client → Ferry",
+              proxy: served,
+              send: () => danteClient(dante, realm, served.port, sink, level),
+              results: [],
+            },
+            {
+              name: "Dante client → Dante",
+              proxy: sockd,
+              send: () => danteClient(dante, realm, sockd.port, sink, level),
+              results: [],
+            },
+          );
+        }
+        for (const p of paths) await p.send();
+        for (let i = 0; i < runs; i++) for (const p of paths) p.results.push(await measured(p.proxy, p.send));
+        for (const p of paths) report(p.name, level, p.results);
+        if (paths.length > 1) ratio("Ferry's client", level, paths[0]!.results, paths[1]!.results);
+        if (paths.length > 3) ratio("Dante's client", level, paths[2]!.results, paths[3]!.results);
       } finally {
         await served.stop();
-      }
-      if (typeof dante === "string") continue;
-      const sockd = await startSockd(dante, realm, level);
-      try {
-        report(
-          "Dante → Dante",
-          level,
-          await repeat(() => danteClient(dante, realm, sockd.port, sink, level)),
-          undefined,
-        );
-        report(
-          "Ferry client → Dante",
-          level,
-          await repeat(() => ferryClient(sockd.port, sink, level)),
-          "Ferry client",
-        );
-      } finally {
-        await sockd.stop();
+        await sockd?.stop();
       }
     }
     if (typeof dante === "string") console.log(`(Dante rows left out: ${dante})`);
