@@ -131,6 +131,18 @@ export function unwrapDatagram(protector: GssProtector, packet: Buffer): Buffer 
   return protector.unwrapDatagram(parsed.value.token);
 }
 
+/** Why a stream's next message, which starts with `head` (one or two bytes), is not a data message. */
+function notData(head: Buffer): Error {
+  try {
+    const parsed = parseGssMessage(head);
+    if (parsed?.value.type === "abort") return new Error("GSSAPI: the peer aborted the GSSAPI session");
+    const type = head[1] === GssMessageType.AUTH ? "auth" : "protection";
+    return new Error(`GSSAPI: expected encapsulated data, got a GSSAPI ${type} message`);
+  } catch (err) {
+    return new Error(`GSSAPI: ${(err as Error).message}`);
+  }
+}
+
 /**
  * The connection after a GSSAPI handshake with integrity or confidentiality: every write is cut
  * to the wrap size limit, wrapped and framed; every frame read is unwrapped. Request, reply and
@@ -270,22 +282,16 @@ export class GssEncapsulation extends Duplex {
     );
   }
 
-  /** No whole data message at the head: wait for more, or fail on anything else, or end. */
+  /**
+   * No whole data message at the head: wait for more, or fail on anything else, or end. The first
+   * two bytes say whether the head is a data message; anything else fails at once, without
+   * waiting (and re-reading) for the rest of a message that is refused anyway.
+   */
   private stopAtHead(): void {
-    const head = this.buffered >= 2 ? this.bytesAt(0, 2) : undefined;
-    if (head && (head[0] !== GSSAPI_VERSION || head[1] !== GssMessageType.DATA)) {
-      try {
-        const parsed = parseGssMessage(Buffer.concat(this.chunks, this.buffered));
-        if (parsed) {
-          const msg = parsed.value;
-          if (msg.type === "abort") throw new ProtocolError("the peer aborted the GSSAPI session");
-          throw new ProtocolError(`expected encapsulated data, got a GSSAPI ${msg.type} message`);
-        }
-      } catch (err) {
-        const e = err as Error;
-        this.destroy(e.message.startsWith("GSSAPI") ? e : new Error(`GSSAPI: ${e.message}`));
-        return;
-      }
+    const head = this.buffered > 0 ? this.bytesAt(0, Math.min(2, this.buffered)) : undefined;
+    if (head && (head[0] !== GSSAPI_VERSION || (head.length > 1 && head[1] !== GssMessageType.DATA))) {
+      this.destroy(notData(head));
+      return;
     }
     if (!this.innerEnded) return;
     if (this.buffered > 0) {

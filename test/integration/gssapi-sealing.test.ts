@@ -513,6 +513,29 @@ async function sealingTests(t: TestContext, api: GssApi, enc: Enctype): Promise<
       }
     },
   );
+  await t.test("the stream refuses anything but a data message from its first two bytes", async () => {
+    for (const [head, why] of [
+      [[0x01, 0x01, 0xff, 0xff], /^GSSAPI: expected encapsulated data, got a GSSAPI auth message$/],
+      [[0x01, 0x02, 0xff, 0xff], /^GSSAPI: expected encapsulated data, got a GSSAPI protection message$/],
+      [[0x01, 0xff], /^GSSAPI: the peer aborted the GSSAPI session$/],
+      [[0x05], /^GSSAPI: expected GSSAPI message version 1, got 5$/],
+      [[0x01, 0x07], /^GSSAPI: unknown GSSAPI message type 7$/],
+    ] as const) {
+      const pair = makePair(api, realm, "openssl", "openssl");
+      const inner = new PassThrough();
+      const stream = new GssEncapsulation(inner, gssProtector(pair.server, "integrity"));
+      try {
+        const failed = once(stream, "error");
+        // Only the head of a (65 KiB) message: the refusal must not wait for the rest.
+        inner.write(Buffer.from(head));
+        const [err] = (await within(failed, 5000, `the refusal of ${head}`)) as [Error];
+        assert.match(err.message, why);
+      } finally {
+        stream.destroy();
+        pair.client.dispose();
+      }
+    }
+  });
   await t.test(
     "a real SOCKS session: the server's and the client's contexts both seal with OpenSSL",
     async () => {
