@@ -6,8 +6,10 @@
 // a shared machine falls on both.
 //   npm run build && node dist/bench/gssapi.js [MiB per run, default 128] [runs, default 5]
 //   BENCH_CLIENTS=ferry leaves Dante's client out (it is the slow one: ~20 MB/s).
+import { spawnSync } from "node:child_process";
 import { once } from "node:events";
 import net from "node:net";
+import os from "node:os";
 import { performance } from "node:perf_hooks";
 import { loadGssapi } from "../src/auth/gssapi-native.js";
 import type { ProtectionName } from "../src/protocol/gssapi.js";
@@ -16,7 +18,7 @@ import { gssapiConnect } from "../test/helpers/gssapi-client.js";
 import { startTestRealm, type TestRealm } from "../test/helpers/kdc.js";
 import type { Daemon } from "../test/helpers/process.js";
 import { type DanteBuild, findDanteGssapi, socksifiedSend, startSockd } from "./gssapi-dante.js";
-import { sampleTree } from "./proc-tree.js";
+import { descendants, sampleTree } from "./proc-tree.js";
 
 const mib = Number(process.argv[2] ?? 128);
 const runs = Number(process.argv[3] ?? 5);
@@ -35,6 +37,20 @@ async function measured(proxy: Daemon, send: () => Promise<number>): Promise<Res
   const mbps = await send();
   const after = sampleTree(proxy.pid);
   return { mbps, proxyMsPerMiB: (after.cpuMs - before.cpuMs) / mib };
+}
+
+/**
+ * With two CPUs or more, the proxy under test gets CPU 1 to itself (all its processes and
+ * threads) and everything else shares CPU 0: this process (Ferry's client and the target), Dante's
+ * client, the KDC. Both proxies then run on one core each, as a proxy whose host is busy with
+ * other work would; BENCH_PIN=0 leaves the scheduler free.
+ */
+const pin = os.availableParallelism() >= 2 && process.env.BENCH_PIN !== "0";
+
+function pinTree(root: number, cpu: number): void {
+  if (!pin) return;
+  for (const pid of [root, ...descendants(root)])
+    spawnSync("taskset", ["-a", "-p", "-c", String(cpu), String(pid)], { stdio: "ignore" });
 }
 
 /** A target that counts bytes; `next()` resolves with the first and last byte's times of the next `total` bytes. */
@@ -126,13 +142,16 @@ interface Path {
 }
 
 async function main(): Promise<void> {
+  pinTree(process.pid, 0);
   loadGssapi();
   const realm = await startTestRealm();
   const sink = await startSink();
   const dante = findDanteGssapi();
   const withDanteClient = typeof dante !== "string" && process.env.BENCH_CLIENTS !== "ferry";
   try {
-    console.log(`GSSAPI CONNECT throughput, ${mib} MiB client → target, median of ${runs} runs`);
+    console.log(
+      `GSSAPI CONNECT throughput, ${mib} MiB client → target, median of ${runs} runs${pin ? ", each proxy on CPU 1, the rest on CPU 0" : ""}`,
+    );
     for (const level of LEVELS) {
       const served = await spawnFerry({
         env: { ...process.env, ...realm.env },
@@ -143,6 +162,8 @@ async function main(): Promise<void> {
         }),
       });
       const sockd = typeof dante === "string" ? undefined : await startSockd(dante, realm, level);
+      pinTree(served.pid, 1);
+      if (sockd) pinTree(sockd.pid, 1);
       try {
         const paths: Path[] = [
           {
