@@ -52,6 +52,19 @@ export async function listenClosable(
   };
 }
 
+/** A server that sends `chunk` over and over, as fast as each reader takes it, until the connection goes. */
+export async function startEndlessSource(chunk: Buffer): Promise<{ port: number; close(): Promise<void> }> {
+  const server = net.createServer((s) => {
+    s.on("error", () => {});
+    const pump = (): void => {
+      while (!s.destroyed && s.write(chunk)) {}
+    };
+    s.on("drain", pump);
+    pump();
+  });
+  return listenClosable(server);
+}
+
 /** Connects, sends `bytes`, and collects whatever arrives until the peer closes or `timeoutMs`. */
 export async function rawExchange(
   port: number,

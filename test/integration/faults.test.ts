@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { once } from "node:events";
 import { writeFile } from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
@@ -11,7 +10,7 @@ import { addressOf } from "../../src/protocol/address.js";
 import { startFerry } from "../helpers/ferry.js";
 import { type SessionLine, spawnFerry } from "../helpers/ferry-process.js";
 import { startMicrosocks } from "../helpers/microsocks.js";
-import { startEchoServer, waitFor, within } from "../helpers/net.js";
+import { listenClosable, startEchoServer, waitFor, within } from "../helpers/net.js";
 import { childPid, residentBytes } from "../helpers/proc.js";
 import { tempDir } from "../helpers/process.js";
 import { assertEchoThrough, socks5Connect } from "../helpers/socks.js";
@@ -25,23 +24,12 @@ const LOOPBACK = ["127.0.0.0/8", "::1"];
 const CHUNK = Buffer.alloc(64 * 1024, 0x5a);
 
 /** A target whose sockets run `onSocket`; tracks them so they can be closed. */
-async function startTarget(onSocket: (s: net.Socket) => void) {
-  const sockets = new Set<net.Socket>();
+function startTarget(onSocket: (s: net.Socket) => void) {
   const server = net.createServer({ allowHalfOpen: true }, (s) => {
-    sockets.add(s);
-    s.on("close", () => sockets.delete(s));
     s.on("error", () => {});
     onSocket(s);
   });
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    close: async () => {
-      for (const s of sockets) s.destroy();
-      await new Promise<void>((r) => server.close(() => r()));
-    },
-  };
+  return listenClosable(server);
 }
 
 /** Writes CHUNKs as fast as the reader takes them (honouring backpressure) until `limit` bytes. */

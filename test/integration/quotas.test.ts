@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { once } from "node:events";
 import { readFile, writeFile } from "node:fs/promises";
 import net from "node:net";
 import { join } from "node:path";
@@ -17,7 +16,7 @@ import {
 import { encodeUdpDatagram } from "../../src/protocol/udp.js";
 import { encodeUserPassRequest, parseUserPassReply } from "../../src/protocol/userpass.js";
 import { type FerryProcess, type SessionLine, spawnFerry } from "../helpers/ferry-process.js";
-import { startEchoServer, waitFor } from "../helpers/net.js";
+import { listenClosable, startEchoServer, waitFor } from "../helpers/net.js";
 import { childPid } from "../helpers/proc.js";
 import { tempDir } from "../helpers/process.js";
 import { socks5Connect, TestClient } from "../helpers/socks.js";
@@ -47,12 +46,9 @@ const nextMidnight = (): string => {
 };
 
 /** A target that sends SOURCE_BYTES to whoever connects, then closes. */
-async function startSource(): Promise<{ port: number; close(): Promise<void> }> {
+function startSource(): Promise<{ port: number; close(): Promise<void> }> {
   const chunk = randomBytes(64 * KiB);
-  const sockets = new Set<net.Socket>();
   const server = net.createServer((s) => {
-    sockets.add(s);
-    s.on("close", () => sockets.delete(s));
     s.on("error", () => {});
     let left = SOURCE_BYTES / chunk.length;
     const write = (): void => {
@@ -64,15 +60,7 @@ async function startSource(): Promise<{ port: number; close(): Promise<void> }> 
     };
     write();
   });
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    close: async () => {
-      for (const s of sockets) s.destroy();
-      await new Promise<void>((r) => server.close(() => r()));
-    },
-  };
+  return listenClosable(server);
 }
 
 const target = (port: number) => ({ type: "ipv4" as const, host: "127.0.0.1", port });

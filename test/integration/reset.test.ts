@@ -3,31 +3,10 @@ import { once } from "node:events";
 import net from "node:net";
 import { after, before, test } from "node:test";
 import { type RunningFerry, startFerry } from "../helpers/ferry.js";
+import { startEndlessSource } from "../helpers/net.js";
 
 /** A server that sends data as fast as the reader takes it, until the connection goes. */
-async function startSource(): Promise<{ port: number; close: () => Promise<void> }> {
-  const chunk = Buffer.alloc(64 * 1024, 7);
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((s) => {
-    sockets.add(s);
-    s.on("close", () => sockets.delete(s));
-    s.on("error", () => {});
-    const pump = (): void => {
-      while (!s.destroyed && s.write(chunk)) {}
-    };
-    s.on("drain", pump);
-    pump();
-  });
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    close: async () => {
-      for (const s of sockets) s.destroy();
-      await new Promise<void>((r) => server.close(() => r()));
-    },
-  };
-}
+const startSource = () => startEndlessSource(Buffer.alloc(64 * 1024, 7));
 
 /** SOCKS5 greeting and CONNECT to 127.0.0.1:port; resolves once the reply has arrived. */
 async function tunnel(proxyPort: number, port: number): Promise<net.Socket> {

@@ -1,12 +1,10 @@
 import assert from "node:assert/strict";
-import { once } from "node:events";
-import net from "node:net";
 import { describe, test } from "node:test";
 import type { LoginEvent } from "../../src/auth/login-guard.js";
 import type { FileConfig } from "../../src/config/schema.js";
 import { RedisLimitStore, type SharedStatus } from "../../src/shared/redis-store.js";
 import { type RunningFerry, startFerry } from "../helpers/ferry.js";
-import { sleep, startEchoServer, waitFor } from "../helpers/net.js";
+import { sleep, startEchoServer, startEndlessSource, waitFor } from "../helpers/net.js";
 import { type RunningRedis, startRedis } from "../helpers/redis.js";
 import { socks5Connect, type TestClient, userPassLogin } from "../helpers/socks.js";
 
@@ -103,24 +101,11 @@ describe("shared state in Redis: two instances", () => {
     const [a, b] = await twoInstances(redis, {
       rules: [{ allow: { users: ["alice", "bob"], bandwidth: "256KiB/s" } }],
     });
-    // A source that sends without end.
-    const sockets = new Set<net.Socket>();
-    const chunk = Buffer.alloc(16 * 1024, 1);
-    const source = net.createServer((s) => {
-      sockets.add(s);
-      s.on("error", () => {});
-      const pump = () => {
-        while (!s.destroyed && s.write(chunk)) {}
-      };
-      s.on("drain", pump);
-      pump();
-    });
-    source.listen(0, "127.0.0.1");
-    await once(source, "listening");
+    const source = await startEndlessSource(Buffer.alloc(16 * 1024, 1));
     const clients: TestClient[] = [];
     let received = 0;
     try {
-      const port = (source.address() as net.AddressInfo).port;
+      const port = source.port;
       for (const [f, user] of [
         [a!, ALICE],
         [b!, BOB],
@@ -144,8 +129,7 @@ describe("shared state in Redis: two instances", () => {
       );
     } finally {
       for (const c of clients) c.destroy();
-      for (const s of sockets) s.destroy();
-      source.close();
+      await source.close();
       await Promise.all([a!.close(), b!.close()]);
       await redis.stop();
     }

@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
 import { createHash, type Hash, randomBytes } from "node:crypto";
-import { once } from "node:events";
 import { writeFile } from "node:fs/promises";
 import net from "node:net";
 import { join } from "node:path";
@@ -9,7 +8,7 @@ import { encodeGreeting, parseMethodSelection } from "../../src/protocol/socks5.
 import { encodeUserPassRequest, parseUserPassReply } from "../../src/protocol/userpass.js";
 import { sendControl } from "../../src/server/control.js";
 import { type FerryProcess, type LogLine, spawnFerry } from "../helpers/ferry-process.js";
-import { sleep, startEchoServer, waitFor } from "../helpers/net.js";
+import { listenClosable, sleep, startEchoServer, startEndlessSource, waitFor } from "../helpers/net.js";
 import { tempDir } from "../helpers/process.js";
 import { socks5Connect, TestClient } from "../helpers/socks.js";
 import { ANY_V4, socks5Request } from "../helpers/socks-raw.js";
@@ -193,34 +192,22 @@ describe("workers: limits hold across workers", () => {
     );
     // A source that sends without end, and a sink that counts what it gets.
     let sunk = 0;
-    const sockets = new Set<net.Socket>();
     const chunk = Buffer.alloc(16 * 1024, 1);
-    const source = net.createServer((s) => {
-      sockets.add(s);
-      s.on("error", () => {});
-      const pump = () => {
-        while (!s.destroyed && s.write(chunk)) {}
-      };
-      s.on("drain", pump);
-      pump();
-    });
-    const sink = net.createServer((s) => {
-      sockets.add(s);
-      s.on("error", () => {});
-      s.on("data", (d: Buffer) => {
-        sunk += d.length;
-      });
-    });
-    source.listen(0, "127.0.0.1");
-    sink.listen(0, "127.0.0.1");
-    await Promise.all([once(source, "listening"), once(sink, "listening")]);
-    const port = (s: net.Server) => (s.address() as net.AddressInfo).port;
+    const source = await startEndlessSource(chunk);
+    const sink = await listenClosable(
+      net.createServer((s) => {
+        s.on("error", () => {});
+        s.on("data", (d: Buffer) => {
+          sunk += d.length;
+        });
+      }),
+    );
     const clients: TestClient[] = [];
     try {
       // Round-robin: downloads on workers 1 and 2, then uploads on 1 and 2 (checked below).
       let received = 0;
       for (const target of [source, source, sink, sink]) {
-        const { client, reply } = await socks5Connect(c.ferry.port, echoTarget(port(target)), {
+        const { client, reply } = await socks5Connect(c.ferry.port, echoTarget(target.port), {
           user: ALICE.name,
           password: ALICE.password,
         });
@@ -255,9 +242,7 @@ describe("workers: limits hold across workers", () => {
       assert.notEqual(logins[2], logins[3], "both workers carried uploads");
     } finally {
       for (const cl of clients) cl.destroy();
-      for (const s of sockets) s.destroy();
-      source.close();
-      sink.close();
+      await Promise.all([source.close(), sink.close()]);
       await c.remove();
     }
   });
