@@ -62,3 +62,20 @@ export async function startSshd(): Promise<RunningSshd> {
     throw err;
   }
 }
+
+/** ssh's arguments for root@127.0.0.1 on `sshd` with its client key: no host-key prompt, no known_hosts, no password. */
+export function sshLogin(sshd: RunningSshd): string[] {
+  return [
+    "-o",
+    "StrictHostKeyChecking=no",
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+    "-o",
+    "BatchMode=yes",
+    "-i",
+    sshd.clientKey,
+    "-p",
+    String(sshd.port),
+    "root@127.0.0.1",
+  ];
+}

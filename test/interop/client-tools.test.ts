@@ -11,7 +11,7 @@ import { type RunningFerry, startFerry } from "../helpers/ferry.js";
 import { startHttpServer, type TestHttpServer } from "../helpers/http.js";
 import { sha256, startEchoServer, waitFor } from "../helpers/net.js";
 import { describeRun, run, startDaemon, tempDir } from "../helpers/process.js";
-import { type RunningSshd, SSHD, startSshd } from "../helpers/sshd.js";
+import { type RunningSshd, SSHD, sshLogin, startSshd } from "../helpers/sshd.js";
 import { echoThrough, selfSignedCert, startHttpsServer, type TestHttpsServer } from "../helpers/targets.js";
 import { requireTool } from "../helpers/tools.js";
 
@@ -116,18 +116,8 @@ describe("tools: ferry connect, ferry forward, ferry run", { timeout: 240_000 },
         "-o",
         `ProxyCommand=${process.execPath} ${FERRY} connect --proxy '${proxy}' %h %p`,
         "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "BatchMode=yes",
-        "-o",
         "LogLevel=ERROR",
-        "-i",
-        sshd.clientKey,
-        "-p",
-        String(sshd.port),
-        "root@127.0.0.1",
+        ...sshLogin(sshd),
         "echo ok",
       ]);
       assert.equal(r.code, 0, `${proxy}: ${describeRun(r)}\nsshd: ${sshd.output().slice(-1500)}`);
@@ -143,29 +133,11 @@ describe("tools: ferry connect, ferry forward, ferry run", { timeout: 240_000 },
   test("OpenSSH's ssh -D as the proxy: connect over socks5h and socks4a, chained behind Ferry", async (t) => {
     if (!requireTool(t, SSHD, "openssh-server") || !requireTool(t, "ssh", "openssh-client")) return;
     sshd ??= await startSshd();
-    const key = sshd.clientKey;
-    const sshPort = sshd.port;
+    const login = sshLogin(sshd);
     const dynamic = await startDaemon({
       name: "ssh -D",
       command: "ssh",
-      args: (port) => [
-        "-N",
-        "-D",
-        `127.0.0.1:${port}`,
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "ExitOnForwardFailure=yes",
-        "-i",
-        key,
-        "-p",
-        String(sshPort),
-        "root@127.0.0.1",
-      ],
+      args: (port) => ["-N", "-D", `127.0.0.1:${port}`, "-o", "ExitOnForwardFailure=yes", ...login],
       lifetimeSec: 60,
       readyTimeoutMs: 30_000,
     });

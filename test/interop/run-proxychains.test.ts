@@ -5,7 +5,7 @@ import { type FerryProcess, spawnFerry } from "../helpers/ferry-process.js";
 import { startHttpServer, type TestHttpServer } from "../helpers/http.js";
 import { startEchoServer } from "../helpers/net.js";
 import { describeRun, run } from "../helpers/process.js";
-import { type RunningSshd, SSHD, startSshd } from "../helpers/sshd.js";
+import { type RunningSshd, SSHD, sshLogin, startSshd } from "../helpers/sshd.js";
 import { requireTool } from "../helpers/tools.js";
 
 const FERRY = fileURLToPath(new URL("../../../bin/ferry", import.meta.url));
@@ -101,23 +101,7 @@ describe("ferry run under proxychains4 through a two-hop chain", { timeout: 180_
     if (!tools(t, ["ssh", "openssh-client"], [SSHD, "openssh-server"])) return;
     sshd ??= await startSshd();
     const skip = marks();
-    const r = await ferryRun([
-      "ssh",
-      "-o",
-      "StrictHostKeyChecking=no",
-      "-o",
-      "UserKnownHostsFile=/dev/null",
-      "-o",
-      "BatchMode=yes",
-      "-o",
-      "LogLevel=ERROR",
-      "-i",
-      sshd.clientKey,
-      "-p",
-      String(sshd.port),
-      "root@127.0.0.1",
-      "echo chained",
-    ]);
+    const r = await ferryRun(["ssh", "-o", "LogLevel=ERROR", ...sshLogin(sshd), "echo chained"]);
     assert.equal(r.code, 0, `${describeRun(r)}\nsshd: ${sshd.output().slice(-1500)}`);
     assert.equal(r.stdout.toString(), "chained\n");
     await throughBoth(`127.0.0.1:${sshd.port}`, skip);
