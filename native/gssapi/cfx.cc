@@ -322,8 +322,6 @@ std::unique_ptr<Cfx> Cfx::FromLucid(const void* lucid, std::string* why) {
 
 Cfx::~Cfx() = default;
 
-const char* Cfx::EnctypeName() const { return type_->name; }
-
 size_t Cfx::Overhead(bool conf) const {
   // Sealed: header, confounder, data, header copy, MAC. Otherwise: header, data, checksum.
   return conf ? kHeader + kBlock + kHeader + type_->macLength : kHeader + type_->macLength;

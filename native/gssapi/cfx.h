@@ -42,8 +42,6 @@ class Cfx {
   // then at tok + *at, *length bytes.
   bool Open(uint8_t* tok, size_t len, Order order, bool* conf, size_t* at, size_t* length, std::string* err);
 
-  const char* EnctypeName() const;
-
  private:
   Cfx() = default;
 

@@ -200,22 +200,6 @@ bool ToSegments(Napi::Value v, std::vector<Segment>* out) {
   return true;
 }
 
-// Copies `n` bytes starting at `at` of the run `segs` into `dst`.
-void Gather(const std::vector<Segment>& segs, size_t at, size_t n, uint8_t* dst) {
-  for (const Segment& s : segs) {
-    if (n == 0) return;
-    if (at >= s.length) {
-      at -= s.length;
-      continue;
-    }
-    size_t take = s.length - at < n ? s.length - at : n;
-    memcpy(dst, s.data + at, take);
-    dst += take;
-    n -= take;
-    at = 0;
-  }
-}
-
 Napi::Array NumberArray(Napi::Env env, const std::vector<uint32_t>& xs) {
   Napi::Array a = Napi::Array::New(env, xs.size());
   for (size_t i = 0; i < xs.size(); i++) a.Set(static_cast<uint32_t>(i), Napi::Number::New(env, xs[i]));
@@ -455,6 +439,7 @@ class Context : public Napi::ObjectWrap<Context> {
                        std::vector<uint32_t>* used) {
     size_t inLen = 0;
     for (const Segment& s : in) inLen += s.length;
+    RunCursor from(in);
     size_t piece = 0;
     for (size_t at = 0; at < inLen; at += maxChunk, piece++) {
       size_t n = inLen - at < maxChunk ? inLen - at : maxChunk;
@@ -471,7 +456,7 @@ class Context : public Napi::ObjectWrap<Context> {
       frame[3] = static_cast<uint8_t>(layout.token & 0xff);
       uint8_t* tok = frame + kFrameHeader;
       // The one copy: the plaintext goes into its place in the token, where it is sealed.
-      Gather(in, at, n, tok + layout.header);
+      from.Read(tok + layout.header, n);
       f = SealInPlace(tok, n, conf, layout);
       if (f.call) return f;
       used->push_back(static_cast<uint32_t>(kFrameHeader + layout.token));
