@@ -58,7 +58,7 @@ function frameBuffer(): Buffer {
 }
 
 /** Gives back a frame from wrapFrames once nothing reads it any more (its write has completed). */
-export function releaseFrame(frame: Buffer): void {
+function releaseFrame(frame: Buffer): void {
   if (framePool.length < FRAME_POOL_MAX && frame.byteOffset === 0 && frame.buffer.byteLength === MAX_FRAME)
     framePool.push(Buffer.from(frame.buffer, 0, MAX_FRAME));
 }
